@@ -1,0 +1,35 @@
+# Set-up and the two entry points of the README. Everything installs into ./.venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch 2.14.1 + torchvision 0.29.1: the pair that imports together (CUDA build; runs on CPU too).
+TORCH  := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup data test test-fast pipeline clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+data:
+	@tools/get_data.sh
+
+# The test command of the README (CI runs exactly this through .ci/run).
+test: setup data
+	$(BIN)/python -m pytest -n 2 -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -n 2 -q -m "not slow"
+
+# The main job of the README (for now: export, fuse and verify RepVGG-A0; the full pipeline comes next).
+pipeline: setup data
+	$(BIN)/repvgg-export --arch A0 --random-init
+	$(BIN)/repvgg-trt verify models/repvgg-a0.onnx
+
+clean:
+	rm -rf $(VENV) .pytest_cache

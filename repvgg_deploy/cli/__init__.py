@@ -1,0 +1,1 @@
+"""Command-line tools: thin layers over the library (each ``main`` parses, calls, prints)."""

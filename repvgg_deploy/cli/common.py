@@ -1,0 +1,85 @@
+"""Shared argument groups and the error convention of every CLI.
+
+Bad input raises :class:`~repvgg_deploy.errors.UserError`; :func:`run_main` prints it as one
+line (``prog: error: message``) on stderr and exits with code 2. Ctrl-C exits with 130.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, List, Optional, Sequence
+
+from ..errors import UserError
+
+__all__ = ["run_main", "add_model_args", "add_export_args", "parse_floats", "parse_ints", "positive_int"]
+
+
+def run_main(main: Callable[[Optional[Sequence[str]]], int], prog: str, argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        return int(main(argv) or 0)
+    except UserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. piped into head
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def parse_floats(text: str) -> List[float]:
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+
+
+def parse_ints(text: str) -> List[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"need integers >= 1: {text!r}")
+    return values
+
+
+def add_model_args(parser: argparse.ArgumentParser, arch_required: bool = False) -> argparse._ArgumentGroup:
+    g = parser.add_argument_group("model")
+    g.add_argument("--arch", required=arch_required,
+                   help="A0 A1 A2 B0 B1 B1g2 B1g4 B2 B2g2 B2g4 B3 B3g2 B3g4 (also RepVGG-A0, repvgg_a0; QA-A0 for QARepVGG)")
+    g.add_argument("--num-classes", type=positive_int, default=None,
+                   help="classes of the head (default: from the checkpoint, else 1000)")
+    g.add_argument("--in-chans", type=positive_int, default=None,
+                   help="input channels (default: from the checkpoint, else 3)")
+    g.add_argument("--use-ema", action="store_true", help="load the EMA weights of a training checkpoint")
+    return g
+
+
+def add_export_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    from ..export.onnx_export import DEFAULT_OPSET
+
+    g = parser.add_argument_group("ONNX")
+    g.add_argument("--img-size", type=positive_int, default=None,
+                   help="input height and width, a multiple of 32 (default: from the checkpoint, else 224)")
+    g.add_argument("--batch", type=positive_int, default=None, help="static batch size (default: dynamic batch axis)")
+    g.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset (default {DEFAULT_OPSET}: parsed by TensorRT 10 and 11 and ONNX Runtime)")
+    g.add_argument("--mean", type=parse_floats, default=None, help="per-channel mean stored in the metadata, e.g. 0.485,0.456,0.406")
+    g.add_argument("--std", type=parse_floats, default=None, help="per-channel std stored in the metadata")
+    return g

@@ -1,0 +1,115 @@
+"""``repvgg-export``: checkpoint -> fused, verified ONNX (+ JSON report)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from ..checkpoint import load_checkpoint
+from ..errors import UserError
+from ..models.config import ARCHS, resolve_arch
+from ..models.repvgg import create_model, model_default_cfg
+from .common import add_export_args, add_model_args, run_main
+
+PROG = "repvgg-export"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Fuse a RepVGG checkpoint into plain 3x3 convs and export one verified ONNX file.",
+        epilog="Examples:\n  repvgg-export --arch B2 ckpt.pth\n  repvgg-export --arch A0 --random-init -o /tmp/a0.onnx",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", nargs="?", help="checkpoint (.pth/.pt/.safetensors): this project's, the official release's or timm's")
+    p.add_argument("--random-init", action="store_true", help="no checkpoint: random weights (and random BN statistics)")
+    p.add_argument("-o", "--output", help="ONNX path (default: models/<arch>[-precision].onnx); the report goes beside it as .json")
+    add_model_args(p)
+    add_export_args(p)
+    g = p.add_argument_group("checks")
+    g.add_argument("--rtol", type=float, default=None, help="max ONNX Runtime error relative to the output scale (default 1e-4 for FP32)")
+    g.add_argument("--compare-batch", type=int, default=4, help="random inputs for the ONNX Runtime comparison (default 4)")
+    g.add_argument("--seed", type=int, default=0, help="seed of --random-init and of the comparison inputs")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the output path")
+    return p
+
+
+def randomize_bn_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine terms, so that fusion is exercised."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
+                m.weight.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
+                m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+    return model
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..export import export_with_report
+
+    if args.checkpoint and args.random_init:
+        raise UserError("give a checkpoint or --random-init, not both")
+    if not args.checkpoint and not args.random_init:
+        raise UserError("no checkpoint given (pass a checkpoint file, or --random-init with --arch)")
+    arch = resolve_arch(args.arch) if args.arch else None
+
+    if args.random_init:
+        if arch is None:
+            raise UserError("--random-init needs --arch")
+        torch.manual_seed(args.seed)
+        model = create_model(arch, num_classes=args.num_classes or 1000, in_chans=args.in_chans or 3)
+        randomize_bn_(model, args.seed).eval()
+        cfg = model_default_cfg(model)
+        checkpoint = None
+    else:
+        model = load_checkpoint(args.checkpoint, arch=arch, num_classes=args.num_classes,
+                                in_chans=args.in_chans, use_ema=args.use_ema)
+        cfg = dict(model.pretrained_cfg)
+        checkpoint = args.checkpoint
+    img_size = args.img_size or int(cfg.get("img_size") or 224)
+    mean = args.mean or cfg["mean"]
+    std = args.std or cfg["std"]
+    for name, values in (("--mean", mean), ("--std", std)):
+        if len(values) != model.in_chans:
+            raise UserError(f"{name} has {len(values)} values but the model takes {model.in_chans} channels")
+
+    if args.output:
+        out = Path(args.output)
+    else:
+        out = Path("models") / f"{ARCHS[model.arch].slug}.onnx"
+        out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix != ".onnx":
+        raise UserError(f"output must end in .onnx: {out}")
+    metadata = {"mean": list(mean), "std": list(std)}
+    for key in ("class_names", "dataset"):
+        if cfg.get(key) is not None:
+            metadata[key] = cfg[key]
+    if checkpoint:
+        metadata["source_sha256"] = cfg.get("sha256")
+
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    result = export_with_report(
+        model, out, img_size=img_size, batch=args.batch, opset=args.opset, metadata=metadata,
+        checkpoint=checkpoint, compare_batch=args.compare_batch, rtol=args.rtol, seed=args.seed, log=log,
+    )
+    t = result.report["timings"]
+    log(f"wrote {result.onnx_path} ({result.report['onnx_bytes'] / 1e6:.1f} MB) and {result.report_path} "
+        f"in {sum(t.values()):.1f} s")
+    print(result.onnx_path)
+    return 0
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    return run_main(main, PROG, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,79 @@
+"""What the machine and the libraries are: recorded beside every artifact and figure."""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata as md
+import os
+import platform
+from typing import Dict, Optional
+
+__all__ = ["versions", "cpu_model", "environment", "now_iso"]
+
+_PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-graphsurgeon", "onnxscript",
+             "numpy", "tensorrt", "cuda-python", "repvgg-deploy")
+
+
+def versions(packages=_PACKAGES) -> Dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_info() -> Optional[Dict[str, str]]:
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        p = torch.cuda.get_device_properties(0)
+        return {
+            "name": p.name,
+            "compute_capability": f"{p.major}.{p.minor}",
+            "memory_gib": f"{p.total_memory / 2**30:.1f}",
+            "cuda": str(torch.version.cuda),
+            "driver": _driver_version() or "unknown",
+        }
+    except Exception:
+        return None
+
+
+def _driver_version() -> Optional[str]:
+    try:
+        import subprocess
+
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except Exception:
+        return None
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def environment() -> Dict[str, object]:
+    return {
+        "date": now_iso(),
+        "host": platform.node(),
+        "os": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "gpu": gpu_info(),
+        "versions": versions(),
+    }

@@ -1,0 +1,201 @@
+"""ONNX export + plain-body verification, through the library and the CLIs, and their bad inputs."""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from repvgg_deploy import create_model, export_onnx, reparameterize, save_checkpoint, verify_onnx
+from repvgg_deploy.backend.onnxrt import OnnxrtRunner
+from repvgg_deploy.export import get_metadata
+
+from conftest import randomize_bn, run_cli
+
+
+@pytest.fixture(scope="module")
+def a0_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("A0", num_classes=10, in_chans=1).eval(), 3)
+    path = tmp_path_factory.mktemp("ckpt") / "a0.pth"
+    save_checkpoint(model, path, img_size=32, mean=[0.286], std=[0.353], class_names=[f"c{i}" for i in range(10)])
+    return path, model
+
+
+def _read_only_dir(tmp_path: Path) -> Path:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:  # root writes into mode-555 folders; fall back to a folder the kernel refuses
+        (ro / "probe").touch()
+        (ro / "probe").unlink()
+        return Path("/sys")
+    except OSError:
+        return ro
+
+
+def test_cli_export_checkpoint_roundtrip(tmp_path, a0_ckpt):
+    ckpt, model = a0_ckpt
+    out = tmp_path / "a0.onnx"
+    r = run_cli("repvgg-export", str(ckpt), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(out)
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["verify"]["ok"] and report["verify"]["convs"] == 22
+    assert report["compare"]["max_rel_err"] < 1e-4 and report["compare"]["top1_agreement"] == 1.0
+    assert report["params_before_fusion"] > report["params_after_fusion"]
+    assert report["checkpoint_sha256"] and report["onnx_sha256"]
+    assert {"torch", "onnx", "onnxruntime"} <= set(report["environment"]["versions"])
+    proto = onnx.load(str(out))
+    meta = get_metadata(proto)
+    assert meta["arch"] == "RepVGG-A0" and meta["num_classes"] == 10 and meta["in_chans"] == 1
+    assert meta["img_size"] == 32 and meta["mean"] == [0.286] and meta["class_names"][3] == "c3"
+    # dynamic batch: run batch 5 and compare with the training-form model
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    x = np.random.default_rng(1).standard_normal((5, 1, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    out_ort = OnnxrtRunner(out)(x)
+    assert np.abs(out_ort - ref).max() / np.abs(ref).max() < 1e-5
+    assert verify_onnx(out).ok
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp files left behind"
+
+
+def test_cli_random_init_static_batch_and_default_path(tmp_path):
+    r = run_cli("repvgg-export", "--arch", "B1g4", "--random-init", "--img-size", "64", "--batch", "2",
+                "--num-classes", "10", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "models" / "repvgg-b1g4.onnx"
+    assert out.exists() and (tmp_path / "models" / "repvgg-b1g4.json").exists()
+    dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [2, 3, 64, 64]
+
+
+def test_library_export_and_verify_qa(tmp_path):
+    model = randomize_bn(create_model("QA-A0", num_classes=10).eval(), 1)
+    out = tmp_path / "qa.onnx"
+    export_onnx(model, out, img_size=32)
+    result = verify_onnx(out)
+    assert result.ok and result.convs == 22 and result.relus == 22
+    assert result.head == ["ReduceMean", "Reshape", "Gemm"]
+
+
+def test_training_form_graph_is_rejected(tmp_path):
+    model = randomize_bn(create_model("A0", num_classes=10).eval(), 1)
+    out = tmp_path / "train-form.onnx"
+    export_onnx(model, out, img_size=32, fuse=False)
+    result = verify_onnx(out)
+    assert not result.ok
+    ops = {o.op for o in result.offences}
+    assert {"Add", "Conv"} <= ops
+    assert any("kernel [1, 1]" in o.reason for o in result.offences)
+    r = run_cli("repvgg-trt", "verify", str(out))
+    assert r.returncode == 1
+    assert r.stdout.startswith("NOT PLAIN") and "(Add)" in r.stdout and "inputs=" in r.stdout
+
+
+def test_legacy_exporter_form_is_accepted(tmp_path):
+    """GlobalAveragePool/Flatten head (the TorchScript exporter's form) passes too."""
+    deploy = reparameterize(randomize_bn(create_model("A0", num_classes=10).eval(), 1))
+    out = tmp_path / "legacy.onnx"
+    torch.onnx.export(deploy, (torch.randn(1, 3, 32, 32),), str(out), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["logits"])
+    result = verify_onnx(out)
+    assert result.ok, result.offences
+    r = run_cli("repvgg-trt", "verify", str(out), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["ok"]
+
+
+def test_hand_made_graphs(tmp_path):
+    """A Conv without Relu, a 1x1 conv and a branch: each node is reported."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w3 = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w3")
+    w1 = numpy_helper.from_array(np.ones((4, 4, 1, 1), np.float32), "w1")
+    fc = numpy_helper.from_array(np.ones((2, 4), np.float32), "fc")
+    nodes = [
+        helper.make_node("Conv", ["x", "w3"], ["c1"], name="conv3", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w1"], ["c2"], name="conv1x1", kernel_shape=[1, 1]),
+        helper.make_node("Sigmoid", ["c2"], ["s"], name="sig"),
+        helper.make_node("GlobalAveragePool", ["s"], ["p"], name="gap"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "fc"], ["y"], name="gemm", transB=1),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [w3, w1, fc])
+    path = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    result = verify_onnx(path)
+    names = {o.name: o.reason for o in result.offences}
+    assert not result.ok
+    assert "kernel [1, 1]" in names["conv1x1"] and "Relu" in names["conv1x1"]
+    assert "Sigmoid" in names["sig"]
+
+
+# ------------------------------------------------------------------ bad input: exit 2, one line, nothing written
+
+
+def _one_line_error(r):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and r.stderr.strip().splitlines()[-1] == errors[0], r.stderr
+    return errors[0]
+
+
+def test_bad_inputs(tmp_path, a0_ckpt):
+    ckpt, _ = a0_ckpt
+    out = tmp_path / "x.onnx"
+    assert "unknown arch" in _one_line_error(run_cli("repvgg-export", "--arch", "C7", "--random-init", "-o", str(out)))
+    assert "not found" in _one_line_error(run_cli("repvgg-export", str(tmp_path / "missing.pth"), "-o", str(out)))
+    empty = tmp_path / "empty.pth"
+    empty.touch()
+    assert "empty" in _one_line_error(run_cli("repvgg-export", str(empty), "-o", str(out)))
+    trunc = tmp_path / "trunc.pth"
+    trunc.write_bytes(ckpt.read_bytes()[:5000])
+    assert "truncated" in _one_line_error(run_cli("repvgg-export", str(trunc), "-o", str(out)))
+    text = tmp_path / "text.pth"
+    text.write_text("hello")
+    _one_line_error(run_cli("repvgg-export", str(text), "-o", str(out)))
+    assert "RepVGG-A0 checkpoint, not RepVGG-B0" in _one_line_error(
+        run_cli("repvgg-export", "--arch", "B0", str(ckpt), "-o", str(out)))
+    assert "10 classes, not 100" in _one_line_error(
+        run_cli("repvgg-export", str(ckpt), "--num-classes", "100", "-o", str(out)))
+    assert "multiple of 32" in _one_line_error(
+        run_cli("repvgg-export", str(ckpt), "--img-size", "100", "-o", str(out)))
+    assert "does not exist" in _one_line_error(
+        run_cli("repvgg-export", str(ckpt), "-o", str(tmp_path / "no" / "such" / "a.onnx")))
+    ro = _read_only_dir(tmp_path)
+    assert "cannot write" in _one_line_error(run_cli("repvgg-export", str(ckpt), "-o", str(ro / "a.onnx")))
+    assert "--random-init needs --arch" in _one_line_error(run_cli("repvgg-export", "--random-init", "-o", str(out)))
+    not_onnx = tmp_path / "fake.onnx"
+    not_onnx.write_text("definitely not protobuf \x00\xff")
+    assert "not an ONNX model" in _one_line_error(run_cli("repvgg-trt", "verify", str(not_onnx)))
+    assert "not found" in _one_line_error(run_cli("repvgg-trt", "verify", str(tmp_path / "none.onnx")))
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_deploy_checkpoint_given_where_training_expected(tmp_path, a0_ckpt):
+    _, model = a0_ckpt
+    path = tmp_path / "deploy.pth"
+    save_checkpoint(reparameterize(model), path, img_size=32)
+    out = tmp_path / "d.onnx"
+    r = run_cli("repvgg-export", "--arch", "A0", str(path), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["compare"]["reference"] == "pytorch deploy form"
+    assert report["params_before_fusion"] == report["params_after_fusion"]
+
+
+def test_failed_check_writes_nothing(tmp_path, a0_ckpt):
+    ckpt, _ = a0_ckpt
+    out = tmp_path / "strict.onnx"
+    r = run_cli("repvgg-export", str(ckpt), "-o", str(out), "--rtol", "0")
+    line = _one_line_error(r)
+    assert "differs from PyTorch" in line
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
