@@ -29,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="ONNX path (default: models/<arch>[-precision].onnx); the report goes beside it as .json")
     add_model_args(p)
     add_export_args(p)
+    g = p.add_argument_group("precision (TensorRT 11 takes the precision from the ONNX)")
+    g.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                   help="fp16: FP16 weights and compute, FP32 input/output; int8: Q/DQ calibrated on --calib")
+    g.add_argument("--calib", help="calibration data for int8: fashion-mnist, cifar10 or an ImageFolder path (as repvgg-train --data)")
+    g.add_argument("--calib-images", type=int, default=512, help="calibration images (default 512)")
+    g.add_argument("--calib-method", default="minmax", help="minmax (default), entropy or percentile")
+    g.add_argument("--data-dir", help="where the calibration data set lives (see repvgg-train --data-dir)")
     g = p.add_argument_group("checks")
     g.add_argument("--rtol", type=float, default=None, help="max ONNX Runtime error relative to the output scale (default 1e-4 for FP32)")
     g.add_argument("--compare-batch", type=int, default=4, help="random inputs for the ONNX Runtime comparison (default 4)")
@@ -60,6 +67,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.checkpoint and not args.random_init:
         raise UserError("no checkpoint given (pass a checkpoint file, or --random-init with --arch)")
     arch = resolve_arch(args.arch) if args.arch else None
+    from ..quantize.transform import precision_transform
+
+    transform, comparison_images = precision_transform(
+        args.precision, calib=args.calib, calib_images=args.calib_images, calib_method=args.calib_method,
+        data_dir=args.data_dir, seed=args.seed, warn=lambda m: print(f"{PROG}: warning: {m}", file=sys.stderr))
 
     if args.random_init:
         if arch is None:
@@ -84,7 +96,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.output:
         out = Path(args.output)
     else:
-        out = Path("models") / f"{ARCHS[model.arch].slug}.onnx"
+        suffix = "" if args.precision == "fp32" else f"-{args.precision}"
+        out = Path("models") / f"{ARCHS[model.arch].slug}{suffix}.onnx"
         out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix != ".onnx":
         raise UserError(f"output must end in .onnx: {out}")
@@ -96,9 +109,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         metadata["source_sha256"] = cfg.get("sha256")
 
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    compare_inputs = comparison_images((model.in_chans, img_size, img_size)) if comparison_images else None
     result = export_with_report(
         model, out, img_size=img_size, batch=args.batch, opset=args.opset, metadata=metadata,
         checkpoint=checkpoint, compare_batch=args.compare_batch, rtol=args.rtol, seed=args.seed, log=log,
+        transform=transform, precision=args.precision, compare_inputs=compare_inputs,
     )
     t = result.report["timings"]
     log(f"wrote {result.onnx_path} ({result.report['onnx_bytes'] / 1e6:.1f} MB) and {result.report_path} "

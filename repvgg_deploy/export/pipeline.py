@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
+import numpy as np
 import onnx
 import torch.nn as nn
 
@@ -24,7 +25,9 @@ __all__ = ["ExportError", "ExportResult", "export_with_report", "DEFAULT_RTOL"]
 
 # Max error of the fused FP32 ONNX relative to the training-form model's output scale.
 # Measured float32 fusion + ONNX Runtime error is about 1e-6; 1e-4 leaves room for deep models.
-DEFAULT_RTOL = {"fp32": 1e-4}
+# FP16 (ONNX Runtime CPU keeps FP16 weights and rounds between ops): about 1e-3 measured; 1e-2 allowed.
+# INT8 has no fixed bound: its error is reported (with top-1 agreement) and judged by accuracy.
+DEFAULT_RTOL = {"fp32": 1e-4, "fp16": 1e-2}
 
 
 class ExportError(UserError):
@@ -51,13 +54,15 @@ def export_with_report(
     seed: int = 0,
     transform: Optional[Callable[[onnx.ModelProto, nn.Module], Dict[str, Any]]] = None,
     precision: str = "fp32",
+    compare_inputs: Optional[np.ndarray] = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> ExportResult:
     """Fuse ``model``, export it to ``out`` (+ ``out.json``), verify and compare; raise on any failure.
 
     ``model`` is the reference (training form, or deploy form if that is all there is); it is
     not modified. ``transform`` may rewrite the fused FP32 proto in place (FP16, INT8) and
-    returns report fields; ``rtol`` bounds the ONNX Runtime error relative to the output scale
+    returns report fields; ``compare_inputs`` replaces the random comparison inputs (real
+    images suit INT8 better); ``rtol`` bounds the ONNX Runtime error relative to the output scale
     (default: :data:`DEFAULT_RTOL` for the precision, none for others).
     """
     out = Path(out)
@@ -116,10 +121,13 @@ def export_with_report(
 
     t = time.perf_counter()
     data = proto.SerializeToString()
-    cmp = compare_onnx_torch(data, model, img_size, batch=batch or compare_batch, seed=seed)
+    if compare_inputs is not None and batch:
+        compare_inputs = compare_inputs[:batch]
+    cmp = compare_onnx_torch(data, model, img_size, batch=batch or compare_batch, seed=seed, inputs=compare_inputs)
     timings["compare_s"] = time.perf_counter() - t
     report["compare"] = {"reference": "pytorch training form" if not is_deploy(model) else "pytorch deploy form",
-                         "inputs": f"N(0,1), seed {seed}", **cmp}
+                         "inputs": f"N(0,1), seed {seed}" if compare_inputs is None else "real images",
+                         **cmp}
     limit = rtol if rtol is not None else DEFAULT_RTOL.get(precision)
     report["compare"]["rtol_limit"] = limit
     log(

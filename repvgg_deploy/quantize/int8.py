@@ -1,0 +1,243 @@
+"""INT8 ONNX with explicit Q/DQ, in the form TensorRT's explicit quantization expects.
+
+TensorRT 11 dropped implicit INT8 (``BuilderFlag.INT8`` and the calibrators): an INT8 engine
+comes from an ONNX whose ``QuantizeLinear``/``DequantizeLinear`` nodes carry the scales.
+This module makes that file with ONNX Runtime's post-training quantizer
+(``onnxruntime.quantization.quantize_static``, QDQ format), set up the way TensorRT wants it:
+
+- symmetric INT8 everywhere (zero point 0), activations and weights;
+- per-channel weight scales (axis 0 of each Conv/Gemm weight), per-tensor activation scales;
+- Q/DQ on every Conv input and weight (and the Gemm head); biases stay FP32 (TensorRT
+  quantizes them itself; an INT32 bias DQ would not parse);
+- ``Relu`` kept explicit (symmetric activations leave nothing to remove), so the graph still
+  passes the plain-body verifier with Q/DQ allowed.
+
+Calibration runs ONNX Runtime on the CPU over N real images, with the MinMax, Entropy or
+Percentile method.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import onnx
+
+from ..errors import UserError
+
+__all__ = ["CALIB_METHODS", "quantize_int8", "to_int8_onnx", "load_calibration_images", "qdq_report"]
+
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+log = logging.getLogger(__name__)
+
+
+def _input_chw(proto: onnx.ModelProto) -> Sequence[int]:
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value for d in dims[1:]]
+
+
+def load_calibration_images(
+    spec: str,
+    n: int,
+    chw: Sequence[int],
+    data_dir: Optional[str] = None,
+    seed: int = 0,
+    warn=lambda msg: warnings.warn(msg, stacklevel=3),
+    split: str = "train",
+) -> np.ndarray:
+    """``n`` images of ``split`` of ``spec`` (a data set name or folder), evaluation transforms.
+
+    Images are a seeded random sample, pre-processed like evaluation (no augmentation) at the
+    model's size and channel count. Fewer than ``n`` available: a warning, and all are used.
+    """
+    from ..data import build_dataset
+
+    c, h, w = (int(v) for v in chw)
+    if h != w:
+        raise UserError(f"the model's input is {h}x{w}; calibration needs a square input")
+    dataset = build_dataset(spec, split, img_size=h, in_chans=c, data_dir=data_dir, augment=False)
+    total = len(dataset)
+    if total < n:
+        warn(f"only {total} calibration images in {spec!r} ({n} asked for); using all of them")
+        n = total
+    if n < 1:
+        raise UserError(f"no calibration images in {spec!r}")
+    idx = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+    first = dataset[int(idx[0])][0]
+    if tuple(first.shape) != (c, h, w):
+        raise UserError(
+            f"calibration images from {spec!r} are {'x'.join(map(str, first.shape))} but the model takes {c}x{h}x{w}"
+        )
+    return np.stack([np.asarray(dataset[int(i)][0], dtype=np.float32) for i in idx])
+
+
+class _Reader:
+    """``CalibrationDataReader`` over an array of images, in batches."""
+
+    def __init__(self, input_name: str, images: np.ndarray, batch: int = 16) -> None:
+        self.input_name, self.images, self.batch = input_name, images, batch
+        self._it: Iterator[Dict[str, np.ndarray]] = iter(())
+        self.rewind()
+
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(
+            {self.input_name: self.images[i : i + self.batch]} for i in range(0, len(self.images), self.batch)
+        )
+
+
+def quantize_int8(
+    proto: onnx.ModelProto,
+    images: np.ndarray,
+    method: str = "minmax",
+    percentile: float = 99.999,
+    op_types: Sequence[str] = ("Conv", "Gemm"),
+) -> onnx.ModelProto:
+    """Q/DQ INT8 copy of an FP32 model, calibrated on ``images`` (N, C, H, W float32, pre-processed)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method not in CALIB_METHODS:
+        raise UserError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node):
+        raise UserError("the model is already quantized (it has Q/DQ nodes)")
+    if proto.graph.input[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        raise UserError("INT8 quantization needs the FP32 model (not an FP16 one)")
+    chw = list(_input_chw(proto))
+    if images.ndim != 4 or list(images.shape[1:]) != chw:
+        raise UserError(
+            f"calibration images are {'x'.join(map(str, images.shape[1:]))} but the model takes {'x'.join(map(str, chw))}"
+        )
+    batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    batch = batch_dim.dim_value if batch_dim.dim_value else 16
+    calib = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
+    extra: Dict[str, Any] = {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "QuantizeBias": False,
+        "QDQKeepRemovableActivations": True,
+    }
+    if method == "percentile":
+        extra["CalibPercentile"] = percentile
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    with tempfile.TemporaryDirectory(prefix="repvgg-int8-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(inferred, str(src))
+        root = logging.getLogger()
+        level = root.level
+        # ONNX Runtime's quantizer prints progress and logs advice on the root logger: keep stdout clean.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            root.setLevel(logging.ERROR)
+            try:
+                quantize_static(
+                    str(src),
+                    str(dst),
+                    _Reader(proto.graph.input[0].name, images.astype(np.float32), batch),
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(op_types),
+                    per_channel=True,
+                    reduce_range=False,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=calib,
+                    extra_options=extra,
+                )
+            finally:
+                root.setLevel(level)
+        out = onnx.load(str(dst))
+    del out.graph.value_info[:]  # intermediate shapes from inference: not needed in the file
+    return out
+
+
+def qdq_report(proto: onnx.ModelProto) -> Dict[str, Any]:
+    """Check the Q/DQ form TensorRT expects; return counts and a list of problems (empty = good)."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in proto.graph.initializer}
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    problems = []
+
+    def scale_zp(node) -> tuple:
+        scale = numpy_helper.to_array(inits[node.input[1]]) if node.input[1] in inits else None
+        zp = numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2] in inits else None
+        return scale, zp
+
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    per_channel = 0
+    for conv in convs:
+        for slot, what in ((0, "input"), (1, "weight")):
+            dq = producers.get(conv.input[slot])
+            if dq is None or dq.op_type != "DequantizeLinear":
+                problems.append(f"{conv.name}: {what} has no DequantizeLinear")
+                continue
+            scale, zp = scale_zp(dq)
+            if zp is not None and np.any(zp != 0):
+                problems.append(f"{conv.name}: {what} zero point is not 0")
+            if zp is not None and zp.dtype != np.int8:
+                problems.append(f"{conv.name}: {what} is {zp.dtype}, not int8")
+            if slot == 1:
+                if dq.input[0] not in inits or inits[dq.input[0]].data_type != onnx.TensorProto.INT8:
+                    problems.append(f"{conv.name}: weight is not stored as int8")
+                if scale is None:
+                    problems.append(f"{conv.name}: weight scale is not a constant")
+                elif scale.ndim == 1 and scale.size > 1:
+                    per_channel += 1
+                else:
+                    problems.append(f"{conv.name}: weight scale is per-tensor, not per-channel")
+            elif scale is None or scale.size != 1:
+                problems.append(f"{conv.name}: input scale is not per-tensor")
+        if len(conv.input) > 2 and conv.input[2] in producers:
+            problems.append(f"{conv.name}: bias is quantized (TensorRT wants it FP32)")
+    ops = [n.op_type for n in proto.graph.node]
+    return {
+        "convs": len(convs),
+        "convs_per_channel_weights": per_channel,
+        "quantize_linear": ops.count("QuantizeLinear"),
+        "dequantize_linear": ops.count("DequantizeLinear"),
+        "problems": problems,
+    }
+
+
+def to_int8_onnx(
+    src: Union[str, Path],
+    dst: Union[str, Path],
+    calib: Union[str, np.ndarray, None],
+    calib_images: int = 512,
+    method: str = "minmax",
+    data_dir: Optional[str] = None,
+    seed: int = 0,
+) -> Path:
+    """Read an FP32 ONNX, calibrate on ``calib`` (a data spec or an image array), write the Q/DQ ONNX."""
+    from ..export.onnx_export import get_metadata, save_onnx, set_metadata
+    from ..utils.io import check_writable_dir
+    from ..verify import load_onnx
+
+    if calib is None or (isinstance(calib, str) and not calib):
+        raise UserError("INT8 needs calibration data: pass --calib (a data set name such as fashion-mnist, or an image folder)")
+    if method not in CALIB_METHODS:
+        raise UserError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
+    check_writable_dir(dst)
+    proto = load_onnx(src)
+    if isinstance(calib, str):
+        images = load_calibration_images(calib, calib_images, _input_chw(proto), data_dir=data_dir, seed=seed)
+        source = calib
+    else:
+        images, source = np.asarray(calib, dtype=np.float32), "array"
+    out = quantize_int8(proto, images, method=method)
+    meta = get_metadata(proto)
+    meta.update({"precision": "int8", "calibration": {"method": method, "images": int(len(images)), "source": source}})
+    set_metadata(out, meta)
+    onnx.checker.check_model(out)
+    save_onnx(out, dst)
+    return Path(dst)

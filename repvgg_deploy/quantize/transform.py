@@ -1,0 +1,60 @@
+"""Precision as a step of the export: rewrite the fused FP32 proto into FP16 or Q/DQ INT8."""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+import onnx
+
+from ..errors import UserError
+from .fp16 import convert_fp16
+from .int8 import CALIB_METHODS, load_calibration_images, qdq_report, quantize_int8
+
+__all__ = ["precision_transform"]
+
+Transform = Callable[[onnx.ModelProto, Any], Dict[str, Any]]
+
+
+def precision_transform(
+    precision: str,
+    calib: Optional[str] = None,
+    calib_images: int = 512,
+    calib_method: str = "minmax",
+    data_dir: Optional[str] = None,
+    compare_images: int = 64,
+    seed: int = 0,
+    warn: Callable[[str], None] = print,
+) -> Tuple[Optional[Transform], Optional[Callable[[Tuple[int, int, int]], np.ndarray]]]:
+    """The ``transform`` for :func:`~repvgg_deploy.export.export_with_report`, and a function that
+    loads real comparison images (INT8 with a data spec), checking the flags first."""
+    if precision == "fp32":
+        return None, None
+    if precision == "fp16":
+        def fp16(proto: onnx.ModelProto, _model) -> Dict[str, Any]:
+            proto.CopyFrom(convert_fp16(proto))
+            return {}
+
+        return fp16, None
+    if precision != "int8":
+        raise UserError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
+    if not calib:
+        raise UserError("--precision int8 needs calibration data: pass --calib (fashion-mnist, cifar10 or an image folder)")
+    if calib_method not in CALIB_METHODS:
+        raise UserError(f"unknown calibration method {calib_method!r}; choose one of {', '.join(CALIB_METHODS)}")
+    if calib_images < 1:
+        raise UserError(f"--calib-images must be >= 1, got {calib_images}")
+
+    def int8(proto: onnx.ModelProto, _model) -> Dict[str, Any]:
+        chw = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[1:]]
+        images = load_calibration_images(calib, calib_images, chw, data_dir=data_dir, seed=seed, warn=warn)
+        proto.CopyFrom(quantize_int8(proto, images, method=calib_method))
+        report = qdq_report(proto)
+        if report["problems"]:
+            raise UserError(f"the Q/DQ model is not in TensorRT's form: {report['problems'][0]}")
+        return {"int8": report, "calibration": {"source": calib, "images": int(len(images)), "method": calib_method}}
+
+    def comparison_images(chw) -> np.ndarray:
+        return load_calibration_images(calib, compare_images, chw, data_dir=data_dir, seed=seed + 1,
+                                       warn=lambda _msg: None, split="val")
+
+    return int8, comparison_images

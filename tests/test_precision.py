@@ -1,0 +1,110 @@
+"""FP16 and INT8 (Q/DQ) ONNX: TensorRT's form, the plain-body verifier, error bounds against FP32."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from repvgg_deploy import create_model, export_onnx, save_checkpoint, verify_onnx
+from repvgg_deploy.backend.onnxrt import OnnxrtRunner
+from repvgg_deploy.errors import UserError
+from repvgg_deploy.export import get_metadata
+from repvgg_deploy.quantize import qdq_report, quantize_int8, to_fp16_onnx, to_int8_onnx
+
+from conftest import randomize_bn, run_cli
+
+# Documented bounds (docs/precision.md): max error relative to the FP32 output scale.
+FP16_RTOL = 1e-2
+INT8_RTOL = 0.3  # a random-weight model on its calibration distribution; trained models: see the accuracy table
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(tmp_path_factory):
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("QA-A0", num_classes=10, in_chans=1).eval(), 1)
+    path = tmp_path_factory.mktemp("prec") / "qa-a0.onnx"
+    export_onnx(model, path, img_size=32)
+    return path
+
+
+def _images(n, seed=0, c=1, s=32):
+    return np.random.default_rng(seed).standard_normal((n, c, s, s)).astype(np.float32)
+
+
+def _rel(a, b):
+    return float(np.abs(a - b).max() / np.abs(a).max())
+
+
+def test_fp16_file(tmp_path, fp32_onnx):
+    out = to_fp16_onnx(fp32_onnx, tmp_path / "fp16.onnx")
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto)
+    io_types = [v.type.tensor_type.elem_type for v in (proto.graph.input[0], proto.graph.output[0])]
+    assert io_types == [onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT]
+    weights = [t for t in proto.graph.initializer if t.name.endswith("weight") or len(t.dims) == 4]
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    casts = [n for n in proto.graph.node if n.op_type == "Cast"]
+    assert len(casts) == 2 and proto.graph.node[0].op_type == "Cast" and proto.graph.node[-1].op_type == "Cast"
+    result = verify_onnx(out)
+    assert result.ok and result.casts == 2
+    assert get_metadata(proto)["precision"] == "fp16"
+    x = _images(8)
+    assert _rel(OnnxrtRunner(fp32_onnx)(x), OnnxrtRunner(out)(x)) <= FP16_RTOL
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_int8_qdq_form_and_bound(tmp_path, fp32_onnx, method):
+    calib = _images(64, seed=1)
+    out = to_int8_onnx(fp32_onnx, tmp_path / f"int8-{method}.onnx", calib=calib, method=method)
+    proto = onnx.load(str(out))
+    report = qdq_report(proto)
+    assert report["problems"] == []
+    assert report["convs"] == 22 and report["convs_per_channel_weights"] == 22
+    assert verify_onnx(out).ok
+    meta = get_metadata(proto)
+    assert meta["precision"] == "int8" and meta["calibration"] == {"method": method, "images": 64, "source": "array"}
+    x = _images(16, seed=2)
+    ref, got = OnnxrtRunner(fp32_onnx)(x), OnnxrtRunner(out)(x)
+    assert _rel(ref, got) <= INT8_RTOL
+
+
+def test_qdq_report_catches_a_plain_model(fp32_onnx):
+    problems = qdq_report(onnx.load(str(fp32_onnx)))["problems"]
+    assert len(problems) == 44 and "has no DequantizeLinear" in problems[0]
+
+
+def test_int8_bad_inputs(tmp_path, fp32_onnx):
+    out = tmp_path / "x.onnx"
+    with pytest.raises(UserError, match="--calib"):
+        to_int8_onnx(fp32_onnx, out, calib=None)
+    with pytest.raises(UserError, match="calibration images are 3x32x32 but the model takes 1x32x32"):
+        to_int8_onnx(fp32_onnx, out, calib=_images(8, c=3))
+    with pytest.raises(UserError, match="unknown calibration method"):
+        to_int8_onnx(fp32_onnx, out, calib=_images(8), method="kl")
+    assert not out.exists()
+    int8 = to_int8_onnx(fp32_onnx, tmp_path / "int8.onnx", calib=_images(8))
+    with pytest.raises(UserError, match="already quantized"):
+        quantize_int8(onnx.load(str(int8)), _images(8))
+    with pytest.raises(UserError, match="already quantized"):
+        to_fp16_onnx(int8, tmp_path / "fp16-of-int8.onnx")
+    assert not (tmp_path / "fp16-of-int8.onnx").exists()
+
+
+def test_cli_fp16_export(tmp_path):
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("A0", num_classes=10, in_chans=1).eval(), 2)
+    ckpt = tmp_path / "a0.pth"
+    save_checkpoint(model, ckpt, img_size=32)
+    r = run_cli("repvgg-export", str(ckpt), "--precision", "fp16", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "models" / "repvgg-a0-fp16.onnx"
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["precision"] == "fp16" and report["verify"]["ok"] and report["verify"]["casts"] == 2
+    assert report["compare"]["max_rel_err"] <= FP16_RTOL and report["compare"]["rtol_limit"] == FP16_RTOL
+
+
+def test_cli_int8_needs_calib(tmp_path):
+    r = run_cli("repvgg-export", "--arch", "A0", "--random-init", "--precision", "int8", "-o", str(tmp_path / "a.onnx"))
+    assert r.returncode == 2 and "--calib" in r.stderr.strip().splitlines()[-1]
+    assert not list(tmp_path.iterdir())
