@@ -1,19 +1,23 @@
 # Set-up and the two entry points of the README. Everything installs into ./.venv.
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 # torch 2.14.1 + torchvision 0.29.1: the pair that imports together (CUDA build; runs on CPU too).
 TORCH  := torch==2.14.1 torchvision==0.29.1
+# Extras of this package to install (the Docker image adds tensorrt) and venv flags (the image
+# passes --system-site-packages so the container's own TensorRT is visible).
+EXTRAS ?= test
+VENV_FLAGS ?=
 
 .PHONY: setup data test test-fast pipeline clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
 	touch $@
 
 data:
