@@ -27,7 +27,7 @@ def test_dockerfile_uses_the_readme_setup_and_pins_the_base():
     from_lines = [ln for ln in text.splitlines() if ln.startswith("FROM ")]
     assert len(from_lines) == 1 and ":" in from_lines[0] and "latest" not in from_lines[0]
     assert from_lines[0].startswith("FROM nvcr.io/nvidia/")
-    assert "make setup" in text and "make setup" in (ROOT / "Makefile").read_text()
+    assert "make setup" in text and "\nsetup:" in (ROOT / "Makefile").read_text()
     assert "make pipeline" in (ROOT / "README.md").read_text() and "make test" in (ROOT / "README.md").read_text()
     assert 'VOLUME ["/app/models", "/app/engines"]' in text
     user = [ln for ln in text.splitlines() if ln.startswith("USER ")]
