@@ -15,7 +15,8 @@ from the compiled bindings by ``tools/trt_api_names.py``. This module parses Pyt
    the methods of a class.
 
 Which versions a line runs on: all supported majors, narrowed by enclosing
-``if TRT_MAJOR <op> N:`` / ``else:`` blocks (``TRT_MAJOR`` may be a name, an attribute or a call
+``if TRT_MAJOR <op> N:`` / ``else:`` blocks (and after an ``if TRT_MAJOR <op> N:`` block that
+ends in ``return``/``raise``, by the rest of the block) (``TRT_MAJOR`` may be a name, an attribute or a call
 ``trt_major(...)``; ``<op>`` is one of ``< <= > >= == !=``) and by a ``# trt-only: 10`` comment
 on a ``def``/``class``/statement line. A name is checked against every version of those majors in
 the data file (for 10: 10.0.1 and 10.16.1.11, so "10" means all of 10.x).
@@ -263,6 +264,12 @@ class _Checker:
                cls_env: Dict[str, Optional[str]]) -> None:
         for stmt in body:
             self._stmt(stmt, majors, env, cls_env)
+            # ``if TRT_MAJOR < 11: ...; return`` -> what follows runs on the other majors only
+            if isinstance(stmt, ast.If) and not stmt.orelse and stmt.body \
+                    and isinstance(stmt.body[-1], (ast.Return, ast.Raise, ast.Continue, ast.Break)):
+                split = _branch_majors(stmt.test, self._restrict(stmt, majors))
+                if split is not None:
+                    majors = split[1]
 
     def _stmt(self, stmt: ast.stmt, majors: Tuple[int, ...], env: Dict[str, Optional[str]],
               cls_env: Dict[str, Optional[str]]) -> None:

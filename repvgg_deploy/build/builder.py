@@ -115,6 +115,7 @@ class BuildConfig:
         opt_level: builder optimization level 0-5 (TensorRT's default is 3).
         timing_cache: file read before and written (atomically) after the build.
         verify: check the plain RepVGG body before building (RepVGG files only).
+        tf32: let FP32 layers use TF32 tensor cores (TensorRT's default); ``False`` for exact FP32.
         verbose: TensorRT's INFO messages too.
         device: CUDA device index.
     """
@@ -124,6 +125,7 @@ class BuildConfig:
     opt_level: Optional[int] = None
     timing_cache: Optional[PathLike] = None
     verify: bool = True
+    tf32: bool = True
     verbose: bool = False
     device: int = 0
     extra: Dict[str, Any] = field(default_factory=dict)
@@ -352,6 +354,8 @@ def build_engine(
         bconfig.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(config.workspace))
     if config.opt_level is not None:
         bconfig.builder_optimization_level = int(config.opt_level)
+    if not config.tf32:
+        bconfig.clear_flag(trt.BuilderFlag.TF32)
     if profile_shapes is not None:
         profile = builder.create_optimization_profile()
         profile.set_shape(input_name, profile_shapes["min"], profile_shapes["opt"], profile_shapes["max"])
@@ -391,6 +395,7 @@ def build_engine(
             "seconds": round(build_s, 2),
             "workspace_bytes": config.workspace,
             "opt_level": config.opt_level if config.opt_level is not None else 3,
+            "tf32": config.tf32,
             "timing_cache": str(cache_path) if cache_path else None,
             "timing_cache_bytes_in": cache_in,
             "timing_cache_bytes_out": cache_out,

@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--opt-level", type=int, choices=range(6), metavar="0-5",
                    help="builder optimization level (default 3; higher builds slower, may run faster)")
     b.add_argument("--timing-cache", metavar="PATH", help="timing cache to read and update (written atomically)")
+    b.add_argument("--no-tf32", action="store_true", help="exact FP32: no TF32 tensor cores for FP32 layers")
     b.add_argument("--no-verify", action="store_true", help="skip the plain-body check of RepVGG ONNX files")
     b.add_argument("--device", type=int, default=0, help="CUDA device (default 0)")
     b.add_argument("-v", "--verbose", action="store_true", help="show TensorRT's INFO messages")
@@ -144,7 +145,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.calib and not args.int8:
         raise UserError("--calib is only used with --int8")
     config = BuildConfig(batch=args.batch, workspace=args.workspace, opt_level=args.opt_level,
-                         timing_cache=args.timing_cache, verify=not args.no_verify, verbose=args.verbose,
+                         timing_cache=args.timing_cache, verify=not args.no_verify, tf32=not args.no_tf32, verbose=args.verbose,
                          device=args.device).validate()
     src = Path(args.onnx)
     if not src.exists():
