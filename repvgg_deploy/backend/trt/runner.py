@@ -1,7 +1,9 @@
 """Run a TensorRT engine on PyTorch CUDA tensors (no pycuda, no cuda-python needed).
 
-Device buffers are ``torch.Tensor`` s, the stream is PyTorch's current stream
-(``torch.cuda.current_stream().cuda_stream``) and timing uses ``torch.cuda.Event``. TensorRT
+Device buffers are ``torch.Tensor`` s, the stream is a PyTorch stream
+(``torch.cuda.current_stream().cuda_stream``; when that is the legacy default stream, on which
+TensorRT would add synchronizations, the runner's own ``torch.cuda.Stream``, joined back to the
+caller's stream with ``wait_stream``) and timing uses ``torch.cuda.Event``. TensorRT
 sees only raw pointers: ``IExecutionContext.set_tensor_address(name, tensor.data_ptr())`` and
 ``execute_async_v3(stream_handle)``, the API of TensorRT 10 and 11.
 
@@ -95,6 +97,7 @@ class TrtRunner:
             shapes = self.engine.get_tensor_profile_shape(self.input_name, 0)
             self.profile = tuple(tuple(int(d) for d in s) for s in shapes)
         self._set_shape: Optional[Tuple[int, ...]] = None
+        self.stream = torch.cuda.Stream(self.device)  # used when the caller is on the default stream
 
     # ------------------------------------------------------------------ shapes and buffers
 
@@ -147,14 +150,26 @@ class TrtRunner:
     # ------------------------------------------------------------------ execution
 
     def enqueue(self, x, out, stream: Optional[int] = None, extra_outputs: Optional[Dict[str, Any]] = None):
-        """Queue one inference of ``x`` into ``out`` on ``stream`` (default: PyTorch's current stream).
+        """Queue one inference of ``x`` into ``out``; returns ``out``.
 
-        No allocation and no synchronization: usable inside ``torch.cuda.graph`` capture (the
-        input shape must not change between capture and replay). ``x`` and ``out`` must be
-        contiguous CUDA tensors of the engine's dtypes. Returns ``out``.
+        ``stream``: a raw ``cudaStream_t`` handle; default: PyTorch's current stream, or, when
+        that is the legacy default stream, the runner's own stream ordered after it and joined
+        back (``wait_stream`` both ways, no host synchronization). No allocation and no host
+        synchronization: usable inside ``torch.cuda.graph`` capture (the input shape must not
+        change between capture and replay). ``x`` and ``out`` must be contiguous CUDA tensors of
+        the engine's dtypes.
         """
         import torch
 
+        join = None
+        if stream is None:
+            current = torch.cuda.current_stream(self.device)
+            if current.cuda_stream == 0:
+                join = current
+                self.stream.wait_stream(current)
+                stream = self.stream.cuda_stream
+            else:
+                stream = current.cuda_stream
         self.set_input_shape(tuple(x.shape))
         self.context.set_tensor_address(self.input_name, int(x.data_ptr()))
         self.context.set_tensor_address(self.output_names[0], int(out.data_ptr()))
@@ -163,9 +178,10 @@ class TrtRunner:
             if buf is None:
                 raise UserError(f"engine output {name} needs a buffer (extra_outputs)")
             self.context.set_tensor_address(name, int(buf.data_ptr()))
-        handle = torch.cuda.current_stream(self.device).cuda_stream if stream is None else int(stream)
-        if not self.context.execute_async_v3(handle):
+        if not self.context.execute_async_v3(int(stream)):
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+        if join is not None:
+            join.wait_stream(self.stream)
         return out
 
     def infer(self, x):
@@ -222,17 +238,20 @@ class TrtRunner:
         x, out = self.allocate(batch)
         if x.is_floating_point():
             x.normal_()
+        torch.cuda.synchronize(self.device)
         graph = self.capture_graph(x, out) if cuda_graph else None
-        run = graph.replay if graph is not None else (lambda: self.enqueue(x, out))
-        for _ in range(warmup):
-            run()
-        torch.cuda.synchronize(self.device)
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
-        for start, end in events:
-            start.record()
-            run()
-            end.record()
-        torch.cuda.synchronize(self.device)
+        with torch.cuda.stream(self.stream):  # a non-default stream: events and enqueue on the same one
+            run = graph.replay if graph is not None else (lambda: self.enqueue(x, out))
+            for _ in range(warmup):
+                run()
+            torch.cuda.synchronize(self.device)
+            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                      for _ in range(iters)]
+            for start, end in events:
+                start.record()
+                run()
+                end.record()
+            torch.cuda.synchronize(self.device)
         times = sorted(s.elapsed_time(e) for s, e in events)
         median = statistics.median(times)
         return {
