@@ -8,14 +8,19 @@ this tool reads the machine code instead:
 1. every ``lea reg, [rip + disp32]`` in ``.text`` whose target lies in ``.rodata`` is a string
    the code passes around; identifier-like strings are pybind11 names (classes, enum values,
    methods, properties, argument names);
-2. the ELF symbol table tells which function each reference sits in. A reference inside an
-   instantiation of ``pybind11::class_<T>::...`` or ``pybind11::enum_<T>::...`` (GCC's
-   ``.constprop`` clones carry the name as a constant) belongs to ``T``; a reference inside a
-   ``bind*`` function belongs to the class whose ``class_<T>``/``enum_<T>`` member is called
-   next (``.def("name", ...)`` loads ``"name"`` and then calls ``class_<T>::def``);
-3. a C++ type gets its Python name from the identifier loaded just before the first call into
-   its ``class_``/``enum_`` (``py::class_<IBuilder>(m, "Builder")``), else from its own name;
-4. ``tensorrt_bindings/__init__.py`` adds the pure-Python names (``__version__``, ``volume``,
+2. every ``call rel32`` into a member of ``pybind11::class_<T>`` / ``pybind11::enum_<T>`` (known
+   from the ELF symbol table; ``T`` decoded from the mangled name) marks "class ``T`` now";
+   identical template instances that the compiler folded (``class_<X>::def_property`` serving
+   every class) are recognized (called between many different classes) and take the class of
+   the calls around them;
+3. a name inside a ``class_<T>::...`` instance (GCC's ``.constprop`` clones carry it as a
+   constant) belongs to ``T`` and to the classes of the places that call that instance; a name
+   inside a ``bind*`` function belongs to the class of the next such call (``.def("name", ...)``
+   loads the name, then calls ``class_<T>::def``) and, for inlined code, of the previous one;
+4. a C++ type keeps its C++ name when that name is a string of the module, else it takes the
+   CamelCase name loaded just before the first call into it (``py::class_<IBuilder>(m,
+   "Builder")``, ``IParser`` -> ``OnnxParser``, ``IParserError`` -> ``ParserError``);
+5. ``tensorrt_bindings/__init__.py`` adds the pure-Python names (``__version__``, ``volume``,
    ``nptype``, ``Logger.WARNING`` ...).
 
 The result over-approximates a little (argument names such as ``IBuilderConfig.flag`` are

@@ -127,6 +127,18 @@ def _foreign_kind(head: bytes) -> Optional[str]:
     return None
 
 
+_SHA_CACHE: Dict[tuple, str] = {}
+
+
+def _sha256_cached(path: Path) -> str:
+    """sha256 of a file, computed once per (path, size, mtime) in this process (engines are large)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = sha256_file(path)
+    return _SHA_CACHE[key]
+
+
 def check_engine_file(engine_path: PathLike, meta: Optional[EngineMeta] = None) -> Path:
     """File checks that need no TensorRT: exists, not empty, not truncated, not another kind of file.
 
@@ -153,7 +165,7 @@ def check_engine_file(engine_path: PathLike, meta: Optional[EngineMeta] = None) 
             raise UserError(f"{path}: {what} ({size} bytes; the build wrote {meta.engine_bytes}): rebuild it")
         if meta.engine_magic and head[:len(bytes.fromhex(meta.engine_magic))].hex() != meta.engine_magic:
             raise UserError(f"{path}: not the engine described by {meta_path(path).name} (its header differs): rebuild it")
-        if meta.engine_sha256 and sha256_file(path) != meta.engine_sha256:
+        if meta.engine_sha256 and _sha256_cached(path) != meta.engine_sha256:
             raise UserError(f"{path}: modified or corrupted (sha256 differs from {meta_path(path).name}): rebuild it")
     elif size < MIN_ENGINE_BYTES:
         raise UserError(f"{path}: {size} bytes, too small to be a TensorRT engine (truncated?)")

@@ -182,10 +182,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ..backend.trt.inspector import format_report, inspect_engine
-    from ..backend.trt.loader import load_engine, precheck_engine
+    from ..backend.trt.loader import load_engine
 
-    precheck_engine(args.engine)
-    loaded = load_engine(args.engine, device=args.device)
+    loaded = load_engine(args.engine, device=args.device)  # file checks, then TensorRT, then compat
     info = inspect_engine(loaded)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
