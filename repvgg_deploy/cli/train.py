@@ -92,6 +92,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     x.add_argument("--stop-after", type=positive_int, default=None,
                    help="leave after N epochs of this invocation (last.pth saved; continue with --resume)")
     x.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
+    x.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads per process (default: torch's, one per core; torchrun sets OMP_NUM_THREADS=1)")
     x.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convs on GPU with --amp)")
     x.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes under torchrun (GPU only; default off)")
     x.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; default off)")

@@ -85,6 +85,8 @@ def _check_static(cfg: TrainConfig) -> str:
         raise UserError(f"--amp must be none, bf16 or fp16, got {cfg.amp!r}")
     if cfg.ema_decay is not None and not 0.0 < cfg.ema_decay < 1.0:
         raise UserError(f"--ema-decay must be in (0, 1), got {cfg.ema_decay}")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {cfg.threads}")
     if cfg.stop_after is not None and cfg.stop_after < 1:
         raise UserError(f"--stop-after must be >= 1, got {cfg.stop_after}")
     dataset_info(cfg.data, cfg.data_dir, cfg.in_chans)  # unknown names, folders without train/
@@ -170,6 +172,8 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
         raise MissingDependency("--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation)")
     if cfg.compile and not hasattr(torch, "compile"):
         raise MissingDependency("--compile needs torch.compile")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     _setup_backends(cfg, device)
     _seed_everything(cfg.seed, env.rank)
 
