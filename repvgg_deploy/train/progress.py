@@ -5,6 +5,7 @@ every ``log_every`` steps otherwise (logs, CI, ``nohup``). Only rank 0 prints.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -41,8 +42,13 @@ class EpochProgress:
         if enabled and self.tty:
             from tqdm import tqdm
 
+            try:
+                cols = os.get_terminal_size(self.stream.fileno()).columns
+            except (OSError, ValueError, AttributeError):
+                cols = 0
+            sized = {"dynamic_ncols": True} if cols >= 40 else {"ncols": 100, "nrows": 24}  # a 0x0 pty
             self.bar = tqdm(total=total, initial=start, desc=f"epoch {epoch}/{epochs}", unit="step", file=self.stream,
-                            dynamic_ncols=True, mininterval=0.5, leave=True)
+                            mininterval=0.5, leave=True, **sized)
 
     def rate(self) -> float:
         dt = time.perf_counter() - self.t0
