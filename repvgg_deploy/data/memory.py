@@ -58,19 +58,21 @@ def _to_size(x: torch.Tensor, img_size: int) -> torch.Tensor:
 
 
 def _random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Per-sample random crop of a zero-padded batch, then a per-sample random horizontal flip."""
+    """Per-sample random crop of a zero-padded batch, then a per-sample random horizontal flip.
+
+    The random numbers are drawn on ``gen``'s device (a CUDA generator for batches on a GPU:
+    no host-to-device copy, which from pageable memory would synchronize every step).
+    """
     b, c, h, w = x.shape
-    offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=gen)
-    flips = torch.rand(b, generator=gen) < 0.5
+    offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=gen, device=gen.device).to(x.device)
+    flips = (torch.rand(b, generator=gen, device=gen.device) < 0.5).to(x.device)
     if pad > 0:
         xp = F.pad(x, (pad, pad, pad, pad))
-        offsets = offsets.to(x.device)
         rows = (offsets[:, 0:1] + torch.arange(h, device=x.device)).view(b, 1, h, 1).expand(b, c, h, w + 2 * pad)
         xp = torch.gather(xp, 2, rows)  # [b, c, h, w + 2 pad]
         cols = (offsets[:, 1:2] + torch.arange(w, device=x.device)).view(b, 1, 1, w).expand(b, c, h, w)
         x = torch.gather(xp, 3, cols)
-    flips = flips.to(x.device).view(b, 1, 1, 1)
-    return torch.where(flips, x.flip(3), x)
+    return torch.where(flips.view(b, 1, 1, 1), x.flip(3), x)
 
 
 def batch_transform(
@@ -92,9 +94,20 @@ def batch_transform(
         if x.shape[1] != 1:
             raise ValueError(f"cannot turn {x.shape[1]}-channel images into {in_chans} channels")
         x = x.expand(-1, in_chans, -1, -1)
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) * 255.0
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) * 255.0
+    m, s = _stats(tuple(mean), tuple(std), x.device)
     return (x - m) / s
+
+
+_STATS: dict = {}
+
+
+def _stats(mean: Tuple[float, ...], std: Tuple[float, ...], device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """mean * 255 and std * 255 as [1, C, 1, 1] tensors on ``device``, made once (no copy per batch)."""
+    key = (mean, std, str(device))
+    if key not in _STATS:
+        _STATS[key] = (torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1).mul(255.0).to(device),
+                       torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).mul(255.0).to(device))
+    return _STATS[key]
 
 
 class InMemoryDataset(Dataset):
@@ -221,7 +234,9 @@ class TensorBatchLoader:
         order = self.indices().to(self.device)
         for b in range(start, len(self)):
             idx = order[b * self.batch_size: (b + 1) * self.batch_size]
-            gen = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, 2, b, self.rank)) if self.augment else None
+            gen = None
+            if self.augment:  # on the data's device: CPU and GPU runs differ, each is reproducible
+                gen = torch.Generator(device=self.device).manual_seed(mix_seed(self.seed, self.epoch, 2, b, self.rank))
             x = self.dataset.transform(self._images[idx], generator=gen, augment=self.augment)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

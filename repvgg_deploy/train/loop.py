@@ -306,14 +306,19 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
         for epoch in range(start_epoch, cfg.epochs):
             train_loader.set_epoch(epoch)
             model.train()
-            acc = torch.tensor([partial["loss_sum"], partial["correct"], partial["count"]], dtype=torch.float64,
-                               device=device)
+            # running sums stay on the device (no sync per step); the count is known on the host
+            acc = torch.tensor([partial["loss_sum"], partial["correct"]], dtype=torch.float64).to(device)
+            count = float(partial["count"])
             t0 = time.perf_counter() - float(partial["seconds"])
             step = start_step
 
             def stats() -> Dict[str, float]:
                 a = acc.tolist()
-                return {"loss": a[0] / max(a[2], 1), "acc": 100.0 * a[1] / max(a[2], 1)}
+                return {"loss": a[0] / max(count, 1), "acc": 100.0 * a[1] / max(count, 1)}
+
+            def sums(reduce: bool) -> list:
+                t = torch.cat([acc, torch.tensor([count], dtype=torch.float64).to(device)])
+                return (all_reduce_sum(t) if reduce else t).tolist()
 
             progress = EpochProgress(epoch + 1, cfg.epochs, steps_per_epoch, start_step, stats, env.is_main,
                                      cfg.log_every)
@@ -341,8 +346,8 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
                 global_step += 1
                 step += 1
                 with torch.no_grad():
-                    acc += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
-                                        torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
+                    acc += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double()])
+                count += len(y)
                 progress.update(step, len(y) * env.world_size)
                 if _stop_agreed(stop, env, step):
                     stopped = True
@@ -351,12 +356,12 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
             if math.isnan(stats()["loss"]) and env.is_main:
                 warnings.warn("the training loss is NaN (lower --lr, or --clip-grad)", RuntimeWarning)
             if stopped:
-                a = all_reduce_sum(acc.clone()).tolist()  # every rank stopped at this step
+                a = sums(reduce=True)  # every rank stopped at this step
                 save_last(epoch, step, {"loss_sum": a[0], "correct": a[1], "count": a[2],
                                         "seconds": time.perf_counter() - t0})
                 return interrupted("during training", epoch, step)
             train_seconds = time.perf_counter() - t0
-            totals = all_reduce_sum(acc.clone()).tolist()
+            totals = sums(reduce=True)
             train_images = totals[2]
 
             if env.distributed:
@@ -368,8 +373,8 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
                                      stop=None if env.distributed else stop)
                 val_raw = evaluate_model(model, val_loader, device, amp=cfg.amp,
                                          stop=None if env.distributed else stop) if ema is not None else None
-            except InterruptedError:
-                a = acc.tolist()
+            except InterruptedError:  # single process only
+                a = sums(reduce=False)
                 save_last(epoch, steps_per_epoch, {"loss_sum": a[0], "correct": a[1], "count": a[2],
                                                    "seconds": train_seconds})
                 return interrupted("during evaluation", epoch, steps_per_epoch)
