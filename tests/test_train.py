@@ -287,6 +287,20 @@ def test_image_folder_run_skips_a_corrupt_image(tmp_path):
     assert res["n"] == 8 and res["skipped"] == 1
 
 
+def test_in_process_qa_bf16_channels_last_run(tmp_path):
+    from repvgg_deploy.train import train
+
+    out = tmp_path / "qa"
+    cfg = TrainConfig(arch="QA-A0", data="fake", out=str(out), epochs=1, batch_size=32, subset=64, val_subset=32,
+                      amp="bf16", channels_last=True, device="cpu", warmup_steps=1)
+    result = train(cfg)
+    assert result["exit_code"] == 0 and result["status"] == "done" and result["best_path"] == str(out / "best.pth")
+    model = load_checkpoint(out / "best.pth")
+    assert model.arch == "QARepVGG-A0" and model.in_chans == 3 and model.pretrained_cfg["img_size"] == 32
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert json.loads((out / "config.json").read_text())["warmup_steps"] == 1
+
+
 # ------------------------------------------------------------------ bad input: one line, exit 2
 
 
