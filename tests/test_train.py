@@ -186,7 +186,7 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(reference_run, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "repvgg_deploy.cli.train", *RUN, "--out", str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         for line in proc.stdout:
             if "epoch 1/2 step 3/8" in line:
@@ -246,10 +246,18 @@ def test_train_export_eval_give_the_same_top1(reference_run, tmp_path):
 def test_torchrun_two_processes_gloo(tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "-m", "repvgg_deploy.train", "--arch", "A0", "--data", "fashion-mnist", "--subset", "256",
-                        "--val-subset", "128", "--epochs", "1", "--batch-size", "64", "--out", str(out)],
-                       env=env, capture_output=True, text=True, timeout=300)
+    # its own session, so that a timeout ends the workers too, not only torchrun
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "repvgg_deploy.train", "--arch", "A0", "--data", "fashion-mnist", "--subset", "256",
+                             "--val-subset", "128", "--epochs", "1", "--batch-size", "64", "--out", str(out)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"torchrun did not finish in 300 s:\n{stdout}\n{stderr}")
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("epoch 1/1:") == 1  # only rank 0 prints
     assert "2 process(es)" in r.stdout and "(2 x 32)" in r.stdout

@@ -238,15 +238,8 @@ def evaluate_onnx(
                 logits = runner(xn)
             yield torch.from_numpy(np.asarray(logits, dtype=np.float32)), y
 
-    class _Identity(nn.Module):  # evaluate_model runs a module on each batch: the logits are already there
-        def __init__(self):
-            super().__init__()
-            self.anchor = nn.Parameter(torch.zeros(()))
-
-        def forward(self, logits):
-            return logits
-
-    out = evaluate_model(_Identity(), batches(), "cpu", return_predictions=return_predictions)
+    # evaluate_model runs a module on each batch; here the batches already are ONNX Runtime's logits
+    out = evaluate_model(nn.Identity(), batches(), "cpu", return_predictions=return_predictions)
     out.update({"model": str(path), "format": "onnx", "arch": meta.get("arch"), "fused": bool(meta.get("fused", True)),
                 "precision": meta.get("precision", "fp32"), "data": info.name, "img_size": int(size or info.img_size),
                 "skipped": int(getattr(loader, "skipped", 0))})

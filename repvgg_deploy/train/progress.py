@@ -85,7 +85,7 @@ class StopRequest:
     """Turns the first SIGINT/SIGTERM into a request to stop at the next step boundary.
 
     The trainer polls :attr:`requested` between steps, saves ``last.pth`` consistently and
-    exits 130. A second Ctrl-C raises ``KeyboardInterrupt`` at once (the last checkpoint on
+    exits 130. A second signal (Ctrl-C or SIGTERM) raises ``KeyboardInterrupt`` at once (the last checkpoint on
     disk stays intact: it is only ever replaced atomically).
     """
 
@@ -100,7 +100,7 @@ class StopRequest:
         return self.signum is not None
 
     def _handler(self, signum, frame) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
+        if self.signum is not None:  # the second signal: abort now, without saving
             raise KeyboardInterrupt
         self.signum = signum
         if self.announce:
