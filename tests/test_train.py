@@ -157,6 +157,7 @@ def test_run_writes_loadable_checkpoints_and_metrics(reference_run):
 
 
 @needs_fashion
+@pytest.mark.slow
 def test_resume_after_stop_reaches_the_same_weights(reference_run, tmp_path):
     ref, _ = reference_run
     out = tmp_path / "run"
