@@ -1,0 +1,97 @@
+"""``repvgg-eval``: top-1/top-5 of a checkpoint or an exported ONNX file on a data set's test split."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Dict, Optional, Sequence
+
+from .common import positive_int, run_main
+
+PROG = "repvgg-eval"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Accuracy of a checkpoint (PyTorch) or an .onnx file (ONNX Runtime, CPU) on a validation set.",
+        epilog=(
+            "Examples:\n"
+            "  repvgg-eval runs/a0/best.pth --arch A0 --data fashion-mnist\n"
+            "  repvgg-eval models/repvgg-a0.onnx --data fashion-mnist --json\n"
+            "  repvgg-eval runs/a0/best.pth --compare-with models/repvgg-a0.onnx --min-agreement 0.999"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="checkpoint (.pth/.pt/.safetensors, any layout repvgg-export reads) or .onnx file")
+    p.add_argument("--data", default=None,
+                   help="fashion-mnist, cifar10, fake or an ImageFolder root (default: the data set the file records)")
+    p.add_argument("--data-dir", default=None, help="where to look for fashion-mnist / cifar10 first")
+    p.add_argument("--download", action="store_true", help="download the data set with torchvision if it is not found")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N test images")
+    p.add_argument("--img-size", type=positive_int, default=None, help="input size (default: the file's, else the data set's)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers for folders (default 0)")
+    g = p.add_argument_group("checkpoints")
+    g.add_argument("--arch", default=None, help="expected arch; a checkpoint of another arch is an error")
+    g.add_argument("--use-ema", action="store_true", help="evaluate the EMA weights of a last.pth")
+    g.add_argument("--fuse", action="store_true", help="evaluate the re-parameterized (deploy) form")
+    g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    o = p.add_argument_group("ONNX")
+    o.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+    c = p.add_argument_group("comparison")
+    c.add_argument("--compare-with", default=None, metavar="OTHER",
+                   help="also evaluate OTHER (checkpoint or .onnx) on the same images and report the fraction of identical predictions")
+    c.add_argument("--min-agreement", type=float, default=None,
+                   help="with --compare-with: exit 1 when the agreement is below this fraction (e.g. 0.999)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout (top1 and top5 in percent, n, ...)")
+    return p
+
+
+def _line(r: Dict[str, Any]) -> str:
+    what = f"{r.get('arch') or '?'} {r['format']}" + (" (fused)" if r["format"] == "checkpoint" and r.get("fused") else "")
+    skipped = f", {r['skipped']} unreadable skipped" if r.get("skipped") else ""
+    return (f"{r['model']}: top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  loss {r['loss']:.4f}  "
+            f"(n={r['n']}{skipped}, {r['data']} val {r['img_size']}x{r['img_size']}, {what}, "
+            f"{r['seconds']:.1f} s, {r['images_per_s']:.0f} img/s)")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..errors import UserError
+    from ..train.evaluate import evaluate, prediction_agreement
+
+    if args.min_agreement is not None and not args.compare_with:
+        raise UserError("--min-agreement needs --compare-with")
+    common = dict(data=args.data, data_dir=args.data_dir, download=args.download, batch_size=args.batch_size,
+                  limit=args.limit, img_size=args.img_size, workers=args.workers, threads=args.threads,
+                  device=args.device, return_predictions=bool(args.compare_with))
+    result = evaluate(args.model, arch=args.arch, use_ema=args.use_ema, fuse=args.fuse, **common)
+    other = None
+    if args.compare_with:
+        common["data"] = args.data or result["data"]  # the same images as the first model's
+        other = evaluate(args.compare_with, **common)
+        if other["n"] != result["n"]:
+            raise UserError(f"{args.compare_with} saw {other['n']} images, {args.model} {result['n']}: not comparable")
+        result["agreement"] = prediction_agreement(result.pop("predictions"), other.pop("predictions"))
+        result["compare"] = other
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(_line(result))
+        if other is not None:
+            print(_line(other))
+            print(f"prediction agreement: {100 * result['agreement']:.3f}% of {result['n']} images "
+                  f"({round((1 - result['agreement']) * result['n'])} differ)")
+    if args.min_agreement is not None and result["agreement"] < args.min_agreement:
+        print(f"{PROG}: agreement {result['agreement']:.5f} is below --min-agreement {args.min_agreement}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    return run_main(main, PROG, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

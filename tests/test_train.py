@@ -1,0 +1,365 @@
+"""repvgg-train / repvgg-eval: recipe pieces, exact resume, Ctrl-C, DDP, train -> export -> eval, bad input."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from repvgg_deploy import create_model, export_onnx, load_checkpoint
+from repvgg_deploy.cli import eval as eval_cli
+from repvgg_deploy.cli import train as train_cli
+from repvgg_deploy.export import get_metadata
+from repvgg_deploy.train import (ModelEMA, TrainConfig, capture_rng, evaluate_checkpoint, evaluate_onnx, lr_at,
+                                 param_groups, restore_rng, split_decay, warmup_steps_for)
+
+from conftest import FASHION_DIR, ROOT, has_cuda, has_fashion, run_cli
+from test_data import make_image_folder
+
+needs_fashion = pytest.mark.skipif(not has_fashion, reason=f"Fashion-MNIST not installed at {FASHION_DIR} "
+                                                          "(apt-get install dataset-fashion-mnist)")
+
+# One small run, shared: 512 images, 8 steps per epoch, 2 epochs, EMA on.
+RUN = ["--arch", "A0", "--data", "fashion-mnist", "--epochs", "2", "--subset", "512", "--val-subset", "128",
+       "--batch-size", "64", "--ema-decay", "0.99", "--seed", "1", "--workers", "0", "--log-every", "1"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_per_process(monkeypatch):
+    """The CLIs run as subprocesses beside other tests on few cores: OpenMP threads that spin-wait
+    against each other slow everything down many times over, so each process gets one."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)  # must work: no pickled objects
+
+
+def _same_state(a, b):
+    assert a.keys() == b.keys()
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """The uninterrupted run every resume is compared with."""
+    if not has_fashion:
+        pytest.skip(f"Fashion-MNIST not installed at {FASHION_DIR}")
+    out = tmp_path_factory.mktemp("ref") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        r = run_cli("repvgg-train", *RUN, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    return out, r
+
+
+# ------------------------------------------------------------------ recipe pieces (no data)
+
+
+def test_param_groups_follow_the_official_rule():
+    decay, no_decay = split_decay(create_model("A0", num_classes=10))
+    assert "stage1.0.rbr_dense.conv.weight" in decay and "stage1.0.rbr_1x1.conv.weight" in decay
+    assert "linear.weight" in decay and "stage0.rbr_dense.conv.weight" in decay
+    for name in ("stage1.0.rbr_dense.bn.weight", "stage1.0.rbr_dense.bn.bias", "stage1.0.rbr_1x1.bn.weight",
+                 "stage1.1.rbr_identity.weight", "stage1.1.rbr_identity.bias", "linear.bias"):
+        assert name in no_decay, name
+    assert not any("bn" in n or "bias" in n or "rbr_identity" in n for n in decay)
+    assert all(n.endswith(".weight") and ("conv" in n or n == "linear.weight") for n in decay)
+    qa_decay, qa_no = split_decay(create_model("QA-A0", num_classes=10))
+    assert "stage1.1.bn.weight" in qa_no and "stage1.1.bn.bias" in qa_no  # the post-add BN
+    assert "stage1.1.rbr_1x1.weight" in qa_decay and "stage1.1.rbr_dense.bn.weight" in qa_no
+    model = create_model("A0", num_classes=10)
+    groups = param_groups(model, 1e-4)
+    assert [g["weight_decay"] for g in groups] == [1e-4, 0.0]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_lr_schedule_warmup_then_cosine():
+    total, warm, peak = 1000, 100, 0.4
+    lrs = [lr_at(s, total, warm, peak, min_lr=0.001) for s in range(total)]
+    assert lrs[0] == pytest.approx(peak / warm) and lrs[warm - 1] == pytest.approx(peak)
+    assert all(b > a for a, b in zip(lrs[:warm - 1], lrs[1:warm]))  # linear rise
+    assert all(np.diff(lrs[warm:]) < 0)  # then strictly decreasing
+    assert lrs[warm] == pytest.approx(peak)
+    mid = warm + (total - warm) // 2
+    assert lrs[mid] == pytest.approx((peak + 0.001) / 2, rel=1e-6)
+    assert lrs[-1] == pytest.approx(0.001 + (peak - 0.001) * 0.5 * (1 + math.cos(math.pi * 899 / 900)))
+    assert lr_at(5, 10, 0, 1.0) == pytest.approx(0.5)  # no warm-up
+    cfg = TrainConfig(arch="A0", data="fake", out="x")
+    assert warmup_steps_for(cfg, 100) == 500  # 5 epochs of the 120-epoch default
+    cfg.epochs = 10
+    assert warmup_steps_for(cfg, 100) == 100  # a tenth of a short schedule
+    cfg.warmup_epochs, cfg.warmup_steps = 2.5, None
+    assert warmup_steps_for(cfg, 100) == 250
+    cfg.warmup_steps = 7
+    assert warmup_steps_for(cfg, 100) == 7
+
+
+def test_ema_averages_weights_and_buffers():
+    torch.manual_seed(0)
+    model = create_model("A0", num_classes=10, in_chans=1)
+    ema = ModelEMA(model, 0.9)
+    before = {k: v.clone() for k, v in ema.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+        model.stage0.rbr_dense.bn.running_mean.add_(2.0)
+        model.stage0.rbr_dense.bn.num_batches_tracked.fill_(7)
+    ema.update(model)
+    sd = ema.state_dict()
+    assert torch.allclose(sd["linear.weight"], before["linear.weight"] + 0.1, atol=1e-6)
+    assert torch.allclose(sd["stage0.rbr_dense.bn.running_mean"], before["stage0.rbr_dense.bn.running_mean"] + 0.2)
+    assert int(sd["stage0.rbr_dense.bn.num_batches_tracked"]) == 7
+    assert not any(p.requires_grad for p in ema.module.parameters()) and not ema.module.training
+
+
+def test_rng_state_survives_weights_only_save(tmp_path):
+    import random
+
+    torch.manual_seed(3)
+    random.seed(3)
+    np.random.seed(3)
+    torch.save({"rng": capture_rng()}, tmp_path / "r.pth")
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    restore_rng(_load(tmp_path / "r.pth")["rng"])
+    got = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(expected[0], got[0]) and expected[1:] == got[1:]
+
+
+# ------------------------------------------------------------------ runs
+
+
+@needs_fashion
+def test_run_writes_loadable_checkpoints_and_metrics(reference_run):
+    out, r = reference_run
+    assert "epoch 1/2 step 1/8" in r.stdout  # plain progress lines without a terminal
+    assert f"best top-1" in r.stdout and str(out / "best.pth") in r.stdout
+    last, best = _load(out / "last.pth"), _load(out / "best.pth")
+    for ck in (last, best):
+        assert ck["format"] == "repvgg-deploy" and ck["arch"] == "RepVGG-A0" and ck["num_classes"] == 10
+        assert ck["in_chans"] == 1 and ck["img_size"] == 32 and ck["dataset"] == "fashion-mnist"
+        assert ck["mean"] == [0.286] and ck["std"] == [0.353] and ck["class_names"][9] == "Ankle boot"
+    assert last["epoch"] == 2 and last["step_in_epoch"] == 0 and last["global_step"] == 16
+    assert {"optimizer", "model_ema", "rng", "schedule", "best_top1", "config"} <= set(last)
+    assert best["ema"] is True and _same_state(best["model"], last["model_ema"]) == (best["epoch"] == 2)
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2]
+    for key in ("lr", "train_loss", "train_acc", "val_top1", "val_top5", "images_per_s", "seconds"):
+        assert all(isinstance(m[key], float) for m in lines), key
+    assert max(m["val_top1"] for m in lines) == pytest.approx(last["best_top1"])
+    model = load_checkpoint(out / "best.pth")
+    assert model.pretrained_cfg["img_size"] == 32 and model.pretrained_cfg["class_names"][0] == "T-shirt/top"
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_resume_after_stop_reaches_the_same_weights(reference_run, tmp_path):
+    ref, _ = reference_run
+    out = tmp_path / "run"
+    r1 = run_cli("repvgg-train", *RUN, "--out", str(out), "--stop-after", "1")
+    assert r1.returncode == 0, r1.stderr
+    assert "--resume" in r1.stdout and _load(out / "last.pth")["epoch"] == 1
+    r2 = run_cli("repvgg-train", *RUN, "--out", str(out), "--resume")
+    assert r2.returncode == 0, r2.stderr
+    assert "resuming from" in r2.stdout
+    a, b = _load(ref / "last.pth"), _load(out / "last.pth")
+    assert _same_state(a["model"], b["model"]) and _same_state(a["model_ema"], b["model_ema"])
+    for k, s in a["optimizer"]["state"].items():
+        assert torch.equal(s["momentum_buffer"], b["optimizer"]["state"][k]["momentum_buffer"])
+    ref_metrics = [json.loads(x) for x in (ref / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    for key in ("epoch", "lr", "train_loss", "train_acc", "val_top1", "val_top5"):
+        assert [m[key] for m in metrics] == [m[key] for m in ref_metrics], key
+    # a finished run resumed again has nothing to do
+    r3 = run_cli("repvgg-train", *RUN, "--out", str(out), "--resume")
+    assert r3.returncode == 0 and "nothing to do" in r3.stdout
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(reference_run, tmp_path):
+    ref, _ = reference_run
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "repvgg_deploy.cli.train", *RUN, "--out", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in proc.stdout:
+            if "epoch 1/2 step 3/8" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "SIGINT" in stderr and "resume with:" in stderr
+    resume_cmd = stderr.strip().splitlines()[-1].strip()
+    assert resume_cmd.startswith("repvgg-train --arch A0") and resume_cmd.endswith("--resume")
+    saved = _load(out / "last.pth")
+    assert saved["epoch"] == 0 and 3 <= saved["step_in_epoch"] <= 8, (saved["epoch"], saved["step_in_epoch"])
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    r = run_cli("repvgg-train", *RUN, "--out", str(out), "--resume")
+    assert r.returncode == 0, r.stderr
+    a, b = _load(ref / "last.pth"), _load(out / "last.pth")
+    assert _same_state(a["model"], b["model"]) and _same_state(a["model_ema"], b["model_ema"])
+    ref_metrics = (ref / "metrics.jsonl").read_text().splitlines()
+    metrics = (out / "metrics.jsonl").read_text().splitlines()
+    for m, rm in zip(metrics, ref_metrics):
+        m, rm = json.loads(m), json.loads(rm)
+        assert (m["train_loss"], m["train_acc"], m["val_top1"]) == (rm["train_loss"], rm["train_acc"], rm["val_top1"])
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_train_export_eval_give_the_same_top1(reference_run, tmp_path):
+    ref, _ = reference_run
+    ckpt, onnx_path = ref / "best.pth", tmp_path / "a0.onnx"
+    r = run_cli("repvgg-export", str(ckpt), "-o", str(onnx_path))
+    assert r.returncode == 0, r.stderr
+    meta = get_metadata(onnx.load(str(onnx_path)))
+    assert meta["img_size"] == 32 and meta["in_chans"] == 1 and meta["mean"] == [0.286]
+    assert meta["dataset"] == "fashion-mnist" and meta["class_names"][9] == "Ankle boot"
+    rc = run_cli("repvgg-eval", str(ckpt), "--arch", "A0", "--data", "fashion-mnist", "--limit", "600", "--json")
+    ro = run_cli("repvgg-eval", str(onnx_path), "--data", "fashion-mnist", "--limit", "600", "--json")
+    assert rc.returncode == 0 and ro.returncode == 0, rc.stderr + ro.stderr
+    jc, jo = json.loads(rc.stdout), json.loads(ro.stdout)
+    assert jc["n"] == jo["n"] == 600 and jc["format"] == "checkpoint" and jo["format"] == "onnx"
+    assert jc["top1"] == jo["top1"] and jc["top5"] == jo["top5"]
+    assert 0 <= jc["top1"] <= 100 and jc["top1"] <= jc["top5"]
+    # agreement of the training-form checkpoint and the fused ONNX, on more images, in one call
+    rcmp = run_cli("repvgg-eval", str(ckpt), "--limit", "2000", "--compare-with", str(onnx_path),
+                   "--min-agreement", "0.999")
+    assert rcmp.returncode == 0, rcmp.stdout + rcmp.stderr
+    assert "prediction agreement" in rcmp.stdout
+    # the library functions give the same numbers
+    lc = evaluate_checkpoint(ckpt, limit=600, fuse=True)
+    lo = evaluate_onnx(onnx_path, limit=600)
+    assert lc["top1"] == lo["top1"] == jc["top1"] and lc["n"] == 600
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    # its own session, so that a timeout ends the workers too, not only torchrun
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "repvgg_deploy.train", "--arch", "A0", "--data", "fashion-mnist", "--subset", "256",
+                             "--val-subset", "128", "--epochs", "1", "--batch-size", "64", "--out", str(out)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"torchrun did not finish in 300 s:\n{stdout}\n{stderr}")
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("epoch 1/1:") == 1  # only rank 0 prints
+    assert "2 process(es)" in r.stdout and "(2 x 32)" in r.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["best.pth", "config.json", "last.pth", "metrics.jsonl"]
+    last = _load(out / "last.pth")
+    assert last["world_size"] == 2 and last["global_step"] == 4
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    model = load_checkpoint(out / "best.pth")
+    proto = export_onnx(model, tmp_path / "ddp.onnx", img_size=32)
+    assert get_metadata(proto)["arch"] == "RepVGG-A0"
+    from repvgg_deploy.backend.onnxrt import OnnxrtRunner
+
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(OnnxrtRunner(tmp_path / "ddp.onnx")(x.numpy()) - ref).max() < 1e-4 * np.abs(ref).max()
+
+
+@pytest.mark.slow
+def test_image_folder_run_skips_a_corrupt_image(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", per_class=4, size=36)
+    (root / "val" / "dog" / "zz-truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    out = tmp_path / "run"
+    r = run_cli("repvgg-train", "--arch", "A0", "--data", str(root), "--img-size", "32", "--epochs", "1",
+                "--batch-size", "3", "--workers", "1", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "broken.png" in r.stderr and "skipped 2 unreadable" in r.stderr
+    m = json.loads((out / "metrics.jsonl").read_text())
+    assert m["skipped_images"] == 2 and m["val_n"] == 8
+    ck = _load(out / "best.pth")
+    assert ck["class_names"] == ["cat", "dog"] and ck["dataset"] == str(root.resolve()) and ck["img_size"] == 32
+    e = run_cli("repvgg-eval", str(out / "best.pth"), "--json")  # the data set comes from the checkpoint
+    assert e.returncode == 0, e.stderr
+    res = json.loads(e.stdout)
+    assert res["n"] == 8 and res["skipped"] == 1
+
+
+def test_in_process_qa_bf16_channels_last_run(tmp_path):
+    from repvgg_deploy.train import train
+
+    out = tmp_path / "qa"
+    cfg = TrainConfig(arch="QA-A0", data="fake", out=str(out), epochs=1, batch_size=32, subset=64, val_subset=32,
+                      amp="bf16", channels_last=True, device="cpu", warmup_steps=1)
+    result = train(cfg)
+    assert result["exit_code"] == 0 and result["status"] == "done" and result["best_path"] == str(out / "best.pth")
+    model = load_checkpoint(out / "best.pth")
+    assert model.arch == "QARepVGG-A0" and model.in_chans == 3 and model.pretrained_cfg["img_size"] == 32
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert json.loads((out / "config.json").read_text())["warmup_steps"] == 1
+
+
+# ------------------------------------------------------------------ bad input: one line, exit 2
+
+
+def _one_line_error(capsys, code, expected, prog):
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith(f"{prog}: error:") and "\n" not in err and "Traceback" not in err, err
+    assert expected in err, err
+
+
+def test_bad_training_input(tmp_path, capsys):
+    base = ["--arch", "A0", "--epochs", "1", "--out", str(tmp_path / "run")]
+    _one_line_error(capsys, train_cli.cli(base + ["--data", "imagenet-1k"]), "unknown data set 'imagenet-1k'", "repvgg-train")
+    (tmp_path / "notrain" / "val").mkdir(parents=True)
+    _one_line_error(capsys, train_cli.cli(base + ["--data", str(tmp_path / "notrain")]), "has no train/ folder",
+                    "repvgg-train")
+    _one_line_error(capsys, train_cli.cli(base + ["--data", "fake", "--resume"]), "--resume: no checkpoint at",
+                    "repvgg-train")
+    _one_line_error(capsys, train_cli.cli(base + ["--data", "fake", "--arch", "Z9"]), "unknown arch", "repvgg-train")
+    _one_line_error(capsys, train_cli.cli(base + ["--data", "fake", "--batch-size", "4096"]), "fewer than one batch",
+                    "repvgg-train")
+    _one_line_error(capsys, train_cli.cli(base + ["--data", "fake", "--amp", "fp16", "--device", "cpu"]),
+                    "--amp fp16 needs a GPU", "repvgg-train")
+    if not has_cuda:
+        _one_line_error(capsys, train_cli.cli(base + ["--data", "fake", "--device", "cuda"]), "no CUDA device",
+                        "repvgg-train")
+    assert not (tmp_path / "run" / "last.pth").exists()
+
+
+def test_bad_input_exits_2_through_the_console_script(tmp_path):
+    r = run_cli("repvgg-train", "--arch", "A0", "--data", "nope", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "unknown data set 'nope'" in r.stderr
+
+
+@needs_fashion
+def test_bad_resume_and_eval_input(reference_run, tmp_path, capsys):
+    ref, _ = reference_run
+    before = (ref / "last.pth").stat().st_mtime_ns
+    args = list(RUN)
+    args[args.index("A0")] = "B0"
+    _one_line_error(capsys, train_cli.cli(args + ["--out", str(ref), "--resume"]),
+                    "is a RepVGG-A0 run, not RepVGG-B0", "repvgg-train")
+    _one_line_error(capsys, train_cli.cli(RUN + ["--out", str(ref)]), "already holds a run", "repvgg-train")
+    assert (ref / "last.pth").stat().st_mtime_ns == before  # nothing was written
+    _one_line_error(capsys, eval_cli.cli([str(ref / "best.pth"), "--arch", "B0", "--limit", "10"]),
+                    "holds a RepVGG-A0 checkpoint, not RepVGG-B0", "repvgg-eval")
+    _one_line_error(capsys, eval_cli.cli([str(tmp_path / "none.pth")]), "checkpoint not found", "repvgg-eval")
+    _one_line_error(capsys, eval_cli.cli([str(tmp_path / "none.onnx")]), "ONNX file not found", "repvgg-eval")
+    root = make_image_folder(tmp_path / "imgs", corrupt=False, per_class=1)
+    _one_line_error(capsys, eval_cli.cli([str(ref / "best.pth"), "--data", str(root)]),
+                    "has 10 classes but", "repvgg-eval")
+    _one_line_error(capsys, eval_cli.cli([str(ref / "best.pth"), "--data", "cifar10", "--data-dir", str(tmp_path)]),
+                    "CIFAR-10", "repvgg-eval")
