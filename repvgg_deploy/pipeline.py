@@ -1,0 +1,346 @@
+"""The whole pipeline as one job, on Fashion-MNIST:
+
+    data -> train (A0, QA-A0) -> export FP32/FP16/INT8 + verify -> TensorRT (when there)
+         -> accuracy of every artifact + speed against ResNet -> one report
+
+Every stage runs this project's own CLIs (``repvgg-train``, ``repvgg-export``, ``repvgg-trt``,
+``repvgg-eval``, ``repvgg-bench``) as commands, prints them, and reuses what an earlier run left
+(data, checkpoints, ONNX files) unless ``fresh`` is set. Nothing is written before the data set
+is found.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from .errors import DataError, UserError
+from .utils.io import atomic_write_json, atomic_write_text
+
+__all__ = ["PipelineConfig", "run_pipeline", "SHORT", "FULL"]
+
+MODELS = (("a0", "A0", "RepVGG-A0"), ("qa-a0", "QA-A0", "QARepVGG-A0"))
+PRECISIONS = ("fp32", "fp16", "int8")
+
+# The short schedule fits the 15-minute budget on a 2-core CPU; the full one is the paper's recipe
+# (120 epochs, EMA) that the training issue's accuracy target asks for.
+SHORT: Dict[str, Any] = {"epochs": 3, "batch_size": 128, "lr": 0.2, "warmup_epochs": 0.3, "ema_decay": None}
+FULL: Dict[str, Any] = {"epochs": 120, "batch_size": 256, "lr": 0.1, "warmup_epochs": 5, "ema_decay": 0.9998}
+
+_CLI = {
+    "repvgg-train": "repvgg_deploy.cli.train",
+    "repvgg-export": "repvgg_deploy.cli.export",
+    "repvgg-trt": "repvgg_deploy.cli.trt",
+    "repvgg-eval": "repvgg_deploy.cli.eval",
+    "repvgg-bench": "repvgg_deploy.cli.bench",
+}
+
+
+@dataclass
+class PipelineConfig:
+    out: Path = Path("runs/pipeline")
+    full: bool = False
+    fresh: bool = False
+    data_dir: Optional[str] = None
+    calib_images: int = 512
+    bench: bool = True
+    bench_duration: float = 1.0
+    bench_rounds: int = 2
+    threads: Optional[int] = None
+    schedule: Dict[str, Any] = field(default_factory=dict)  # overrides of SHORT/FULL
+
+    @property
+    def recipe(self) -> Dict[str, Any]:
+        return {**(FULL if self.full else SHORT), **self.schedule}
+
+
+class _Stage:
+    def __init__(self, total: int) -> None:
+        self.total, self.n, self.t0 = total, 0, time.perf_counter()
+        self.timings: List[Dict[str, Any]] = []
+
+    def start(self, title: str) -> float:
+        self.n += 1
+        print(f"\n[{self.n}/{self.total}] {title}  (+{time.perf_counter() - self.t0:.0f} s)", flush=True)
+        return time.perf_counter()
+
+    def done(self, title: str, t: float, status: str = "done") -> None:
+        self.timings.append({"stage": title, "seconds": round(time.perf_counter() - t, 1), "status": status})
+
+
+def _cmd(name: str, *args: Any) -> List[str]:
+    return [sys.executable, "-m", _CLI[name], *map(str, args)]
+
+
+def _run(cmd: List[str], commands: List[str], capture: bool = False, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    shown = " ".join(shlex.quote(c) for c in cmd)
+    shown = shown.replace(f"{shlex.quote(sys.executable)} -m ", "").replace("repvgg_deploy.cli.", "repvgg-")
+    print(f"$ {shown}", flush=True)
+    commands.append(shown)
+    r = subprocess.run(cmd, text=True, capture_output=capture, env=env)
+    if r.returncode != 0:
+        tail = (r.stderr or "").strip().splitlines()[-1:] if capture else []
+        raise UserError(f"step failed (exit {r.returncode}): {shown}" + (f": {tail[0]}" if tail else ""))
+    return r
+
+
+def _check_data(data_dir: Optional[str]) -> Path:
+    from .data.sources import find_fashion_mnist
+
+    try:
+        return Path(find_fashion_mnist(data_dir))
+    except DataError as e:
+        raise DataError(
+            f"{e}. Get it with: sudo apt-get install dataset-fashion-mnist (Debian/Ubuntu), or "
+            "repvgg-train --data fashion-mnist --download --data-dir DIR --epochs 0 ... then repvgg-pipeline --data-dir DIR"
+        ) from None
+
+
+def _finished(run_dir: Path, epochs: int) -> bool:
+    metrics = run_dir / "metrics.jsonl"
+    if not (run_dir / "best.pth").exists() or not metrics.exists():
+        return False
+    lines = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()]
+    return bool(lines) and int(lines[-1].get("epoch", 0)) >= epochs
+
+
+def _trt_status() -> Optional[str]:
+    """None when TensorRT and a GPU are usable, else why not."""
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:
+        return "TensorRT is not installed (use the Docker image, or pip install tensorrt-cu13 from pypi.nvidia.com)"
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "no NVIDIA GPU is visible to PyTorch"
+    except Exception as e:  # pragma: no cover
+        return f"cannot query CUDA ({e})"
+    return None
+
+
+def run_pipeline(cfg: PipelineConfig) -> Path:
+    """Run every stage; return the path of the report."""
+    t_start = time.perf_counter()
+    data_root = _check_data(cfg.data_dir)  # before anything is written
+    out = cfg.out
+    if cfg.fresh and out.exists():
+        shutil.rmtree(out)
+    for sub in ("train", "models", "engines", "eval", "bench"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    recipe = cfg.recipe
+    commands: List[str] = []
+    env = dict(os.environ)
+    stage = _Stage(6)
+    trt_reason = _trt_status()
+    data_args = ["--data", "fashion-mnist"] + (["--data-dir", cfg.data_dir] if cfg.data_dir else [])
+    thread_args = ["--threads", str(cfg.threads)] if cfg.threads else []
+
+    t = stage.start(f"data: Fashion-MNIST found in {data_root}")
+    stage.done("data", t)
+
+    # ------------------------------------------------------------------ train
+    t = stage.start(f"train RepVGG-A0 and QARepVGG-A0 ({'full' if cfg.full else 'short'} schedule: "
+                    f"{recipe['epochs']} epochs, batch {recipe['batch_size']})")
+    ckpts: Dict[str, Path] = {}
+    for key, arch, _label in MODELS:
+        run_dir = out / "train" / key
+        ckpts[key] = run_dir / "best.pth"
+        if _finished(run_dir, recipe["epochs"]):
+            print(f"reusing {run_dir / 'best.pth'} (finished; --fresh retrains)")
+            continue
+        cmd = _cmd("repvgg-train", "--arch", arch, *data_args, "--epochs", recipe["epochs"], "--batch-size",
+                   recipe["batch_size"], "--lr", recipe["lr"], "--warmup-epochs", recipe["warmup_epochs"],
+                   "--out", run_dir, "--seed", 0, *thread_args)
+        if recipe.get("ema_decay"):
+            cmd += ["--ema-decay", str(recipe["ema_decay"])]
+        if (run_dir / "last.pth").exists():
+            cmd.append("--resume")
+        elif run_dir.exists() and any(run_dir.iterdir()):
+            cmd.append("--overwrite")
+        _run(cmd, commands, env=env)
+    stage.done("train", t)
+
+    # ------------------------------------------------------------------ export + verify
+    t = stage.start("export each fused model as FP32, FP16 and INT8 ONNX, verify the plain body")
+    onnx_files: Dict[str, Path] = {}
+    for key, _arch, _label in MODELS:
+        for prec in PRECISIONS:
+            path = out / "models" / (f"{key}.onnx" if prec == "fp32" else f"{key}-{prec}.onnx")
+            onnx_files[f"{key}/{prec}"] = path
+            if path.exists() and path.with_suffix(".json").exists() and path.stat().st_mtime >= ckpts[key].stat().st_mtime:
+                print(f"reusing {path}")
+            else:
+                cmd = _cmd("repvgg-export", ckpts[key], "-o", path, "--precision", prec)
+                if prec == "int8":
+                    cmd += ["--calib", "fashion-mnist", "--calib-images", cfg.calib_images]
+                    if cfg.data_dir:
+                        cmd += ["--data-dir", cfg.data_dir]
+                _run(cmd, commands, env=env)
+    verify = _run(_cmd("repvgg-trt", "verify", *onnx_files.values()), commands, capture=True, env=env)
+    print(verify.stdout, end="")
+    stage.done("export+verify", t)
+
+    # ------------------------------------------------------------------ TensorRT
+    t = stage.start("TensorRT engines")
+    engines: Dict[str, Path] = {}
+    if trt_reason:
+        print(f"SKIPPED: {trt_reason}; the ONNX files above are ready for `repvgg-trt build` on a GPU machine.")
+        stage.done("tensorrt", t, status=f"skipped: {trt_reason}")
+    else:
+        for name, path in onnx_files.items():
+            engine = out / "engines" / (path.stem + ".engine")
+            _run(_cmd("repvgg-trt", "build", path, "-o", engine, "--batch", "1:32:256"), commands, env=env)
+            engines[name] = engine
+        stage.done("tensorrt", t)
+
+    # ------------------------------------------------------------------ accuracy + speed
+    t = stage.start("accuracy of every artifact (repvgg-eval) and speed against ResNet-18/50 (repvgg-bench)")
+    acc: Dict[str, Dict[str, Any]] = {}
+    for key, _arch, _label in MODELS:
+        for prec, path in [("pytorch", ckpts[key])] + [(p, onnx_files[f"{key}/{p}"]) for p in PRECISIONS]:
+            res_path = out / "eval" / f"{key}-{prec}.json"
+            if res_path.exists() and res_path.stat().st_mtime >= path.stat().st_mtime:
+                res = json.loads(res_path.read_text())
+            else:
+                cmd = _cmd("repvgg-eval", path, *data_args, "--json", *thread_args)
+                if prec != "pytorch":
+                    cmd += ["--compare-with", onnx_files[f"{key}/fp32"]] if prec != "fp32" else ["--compare-with", ckpts[key]]
+                res = json.loads(_run(cmd, commands, capture=True, env=env).stdout)
+                atomic_write_json(res_path, res)
+            acc[f"{key}/{prec}"] = res
+            print(f"  {key:6s} {prec:8s} top-1 {res['top1']:.2f} %  top-5 {res['top5']:.2f} %")
+    bench_dirs: Dict[str, Path] = {}
+    if cfg.bench:
+        common = ["--duration", cfg.bench_duration, "--rounds", cfg.bench_rounds, "--no-progress", *thread_args]
+        b1 = out / "bench" / "artifacts"
+        _run(_cmd("repvgg-bench", out / "models", "--batch", "1,8", "--out", b1, *common), commands, env=env)
+        bench_dirs["artifacts"] = b1
+        b2 = out / "bench" / "vs-resnet"
+        _run(_cmd("repvgg-bench", "--models", "repvgg-a0,resnet18,resnet50", "--backend", "auto", "--batch", "1,8",
+                  "--img-size", 224, "--out", b2, *common), commands, env=env)
+        bench_dirs["vs-resnet"] = b2
+    stage.done("accuracy+speed", t)
+
+    # ------------------------------------------------------------------ report
+    t = stage.start("report")
+    report = _write_report(out, cfg, recipe, acc, onnx_files, bench_dirs, trt_reason, engines, commands, stage,
+                           time.perf_counter() - t_start)
+    stage.done("report", t)
+    print(f"\nreport: {report}  ({time.perf_counter() - t_start:.0f} s in all)")
+    return report
+
+
+def _plot_accuracy(acc: Dict[str, Dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = ["pytorch", *PRECISIONS]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.38
+    for i, (key, _arch, name) in enumerate(MODELS):
+        vals = [acc[f"{key}/{p}"]["top1"] for p in labels]
+        xs = [j + (i - 0.5) * width for j in range(len(labels))]
+        bars = ax.bar(xs, vals, width, label=name)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    lo = min(acc[k]["top1"] for k in acc)
+    hi = max(acc[k]["top1"] for k in acc)
+    ax.set_ylim(max(0, lo - 3), min(100, hi + 1.5))
+    ax.set_xticks(range(len(labels)), ["PyTorch FP32", "ONNX FP32 (fused)", "ONNX FP16", "ONNX INT8"])
+    ax.set_ylabel("Fashion-MNIST test top-1 (%)")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title("Accuracy of every artifact (repvgg-eval, ONNX Runtime CPU)", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _write_report(out: Path, cfg: PipelineConfig, recipe: Dict[str, Any], acc, onnx_files, bench_dirs, trt_reason,
+                  engines, commands, stage: _Stage, total_s: float) -> Path:
+    from .utils.env import environment
+
+    env = environment()
+    _plot_accuracy(acc, out / "accuracy.png")
+    qa_fp32, qa_int8 = acc["qa-a0/pytorch"]["top1"], acc["qa-a0/int8"]["top1"]
+    a0_fp32, a0_int8 = acc["a0/pytorch"]["top1"], acc["a0/int8"]["top1"]
+    ok = abs(qa_fp32 - qa_int8) <= 0.5
+    lines = [
+        "# repvgg-deploy pipeline report",
+        "",
+        f"{env['date']} on {env['cpu']} ({env['cpu_count']} cores)"
+        + (f", GPU {env['gpu']['name']}" if env.get("gpu") else ", no GPU")
+        + f"; torch {env['versions'].get('torch')}, onnxruntime {env['versions'].get('onnxruntime')}. "
+        f"Whole job: **{total_s / 60:.1f} min**.",
+        "",
+        f"Schedule: {'full' if cfg.full else 'short'} ({recipe['epochs']} epochs, batch {recipe['batch_size']}, "
+        f"lr {recipe['lr']} per 256, warm-up {recipe['warmup_epochs']} epochs, EMA {recipe.get('ema_decay') or 'off'}), "
+        "Fashion-MNIST 60,000 train / 10,000 test images, 1x32x32.",
+        "",
+        "## Accuracy (10,000 test images)",
+        "",
+        "| model | PyTorch FP32 | ONNX FP32 (fused) | ONNX FP16 | ONNX INT8 | INT8 - FP32 | fused/FP32 agreement |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, _arch, name in MODELS:
+        a = {p: acc[f"{key}/{p}"]["top1"] for p in ("pytorch", *PRECISIONS)}
+        agree = acc[f"{key}/fp32"].get("agreement")
+        lines.append(f"| {name} | {a['pytorch']:.2f} | {a['fp32']:.2f} | {a['fp16']:.2f} | {a['int8']:.2f} | "
+                     f"{a['int8'] - a['pytorch']:+.2f} | {'' if agree is None else f'{agree * 100:.2f} %'} |")
+    lines += [
+        "",
+        f"INT8 QARepVGG-A0 vs its FP32: {qa_int8 - qa_fp32:+.2f} points "
+        f"({'within' if ok else 'NOT within'} the 0.5-point target); plain RepVGG-A0 INT8: {a0_int8 - a0_fp32:+.2f} points.",
+        "",
+        "![accuracy](accuracy.png)",
+        "",
+        "## Plain-body verification",
+        "",
+        "Every ONNX file passed `repvgg-trt verify` (22 x Conv3x3+Relu, GAP + Gemm head; Cast at the ends of FP16, "
+        "Q/DQ in INT8).",
+        "",
+        "## TensorRT",
+        "",
+        (f"Skipped: {trt_reason}." if trt_reason else "Engines: " + ", ".join(str(p) for p in engines.values())),
+        "",
+    ]
+    for label, d in bench_dirs.items():
+        title = {"artifacts": "Speed of the pipeline's ONNX files (ONNX Runtime, 1x32x32)",
+                 "vs-resnet": "RepVGG-A0 against ResNet-18 and ResNet-50 (224x224, best available backend)"}[label]
+        lines += [f"## {title}", "", f"Full report: [bench/{label}/report.md](bench/{label}/report.md)", ""]
+        lines += _bench_table(d)
+        for png in sorted(d.glob("*.png")):
+            lines += [f"![{png.stem}](bench/{label}/{png.name})", ""]
+    lines += ["## Stages", "", "| stage | seconds | status |", "| --- | --- | --- |"]
+    lines += [f"| {s['stage']} | {s['seconds']} | {s['status']} |" for s in stage.timings]
+    lines += ["", "## Commands run", "", "```", *commands, "```", ""]
+    report = out / "report.md"
+    atomic_write_text(report, "\n".join(lines))
+    atomic_write_json(out / "report.json", {"accuracy": acc, "recipe": recipe, "trt": trt_reason or "built",
+                                            "stages": stage.timings, "total_s": total_s, "environment": env})
+    return report
+
+
+def _bench_table(folder: Path) -> List[str]:
+    path = folder / "results.json"
+    if not path.exists():
+        return ["(no results)", ""]
+    rows = json.loads(path.read_text()).get("results", [])
+    out = ["| model | backend | precision | batch | images/s | median latency ms |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        if r.get("status", "ok") != "ok":
+            continue
+        out.append(f"| {r['model']} | {r.get('backend', '')} | {r.get('precision', '')} | {r['batch']} | "
+                   f"{r['images_per_s']:.0f} | {r['latency_ms']['median']:.2f} |")
+    return out + [""]
