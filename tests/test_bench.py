@@ -185,8 +185,8 @@ def test_model_names_and_paper_mapping():
 
 @pytest.mark.slow
 def test_baseline_parameter_counts_match_the_paper():
-    # torchvision builders, weights=None; ResNeXt-101 of Table 4 is the 32x4d variant (44.1 M)
-    for name in ("ResNeXt-101", "ResNeXt-50", "RegNetX-3.2GF"):
+    # torchvision builders, weights=None; ResNeXt-101 of Table 4 is the 32x4d variant (44.1 M), RegNetX-12GF pycls's
+    for name in ("ResNeXt-101", "ResNeXt-50", "RegNetX-3.2GF", "RegNetX-12GF", "VGG-16", "EfficientNet-B0"):
         model = build_model(resolve_model(name))
         params = sum(p.numel() for p in model.parameters()) / 1e6
         assert params == pytest.approx(paper_row(name).params_m, rel=0.01), name
@@ -422,3 +422,44 @@ def test_gpu_matmul_peak():
     p16 = measure_matmul_peak("fp16", n=4096, seconds=0.2)
     p32 = measure_matmul_peak("fp32", n=4096, seconds=0.2)
     assert p16["tflops"] > p32["tflops"] > 0.1
+
+
+def test_time_budget_stops_new_work():
+    import time
+
+    log = []
+    plan = [PlanItem(_LoggingTarget(n, log), n, n, None, [1]) for n in "AB"]
+    s = Settings(warmup_s=0, warmup_iters=1, duration_s=0.001, min_iters=1, rounds=2, deadline=time.perf_counter() - 1)
+    rows = run_benchmark(plan, s, progress=False)
+    assert log == [] and all(r.error == "not run: --time-budget reached" for r in rows)
+
+
+def test_reference_flops_table_matches_fresh_counts(paper_protos):
+    from repvgg_deploy.bench.flops import reference_macs
+
+    assert reference_macs("repvgg-a0", 224) == count_macs(paper_protos["RepVGG-A0"]).macs
+    assert reference_macs("resnet18", 224) == count_macs(paper_protos["ResNet-18"]).macs
+    assert reference_macs("repvgg-a0", 64) is None and reference_macs("nonesuch", 224) is None
+    from repvgg_deploy.bench.models import known_models
+
+    missing = [k for k in known_models() if reference_macs(k, 224) is None]
+    assert not missing, f"run tools/count_flops.py {' '.join(missing)}"
+
+
+@pytest.mark.slow
+def test_gpu_suite_dry_run_on_cpu(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_bench_suite.py"), str(tmp_path), "--dry-run"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = (tmp_path / "SUMMARY.md").read_text()
+    assert "dry run" in summary and "ratio to ResNet-50 (paper)" in summary and "Throughput, images/s" in summary
+    assert "onnxruntime-gpu" in summary or "ort-cuda" in summary
+    for step in ("paper-table4", "torch-fp16"):
+        doc = json.loads((tmp_path / step / "results.json").read_text())
+        assert doc["results"] and all(x["status"] == "ok" for x in doc["results"]), step
+        assert (tmp_path / step / "report.md").is_file() and (tmp_path / f"{step}.log").is_file()

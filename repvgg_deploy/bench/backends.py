@@ -70,9 +70,10 @@ def pick_auto_backend(model_names: bool = True) -> Tuple[str, str, str]:
     model names, the TensorRT module can build engines), else PyTorch CUDA, else ONNX Runtime CPU."""
     trt_missing = tensorrt_status()
     if trt_missing is None and model_names:
-        mod = importlib.import_module("repvgg_deploy.backend.trt")
-        if not callable(getattr(mod, "build_engine", None)):
-            trt_missing = "repvgg_deploy.backend.trt has no build_engine() to build engines from model names"
+        try:
+            importlib.import_module("repvgg_deploy.build").build_engine  # noqa: B018
+        except (ImportError, AttributeError):
+            trt_missing = "no repvgg_deploy.build.build_engine() to build engines from model names"
     if trt_missing is None:
         return "trt", "cuda", "TensorRT and a CUDA GPU are available"
     if torch_cuda_available():
@@ -404,27 +405,28 @@ def _profile_from_json(meta: Dict[str, Any]) -> Optional[Tuple[List[int], List[i
 
 
 class TrtTarget(Target):
-    """A TensorRT engine, run by ``repvgg_deploy.backend.trt.TrtRunner``.
+    """A TensorRT engine, run by ``repvgg_deploy.backend.trt.TrtRunner`` (imported lazily).
 
-    Interface assumed of the runtime (imported lazily; reconcile when merging):
+    Interface used (as on the ``trt`` branch, commit 8eebf40; reconcile when merging):
 
-    - ``TrtRunner(engine_path)`` deserializes the engine on the current CUDA device.
-    - ``runner.infer(x)``: ``x`` a contiguous CUDA ``torch.Tensor`` (dtype of the engine input);
-      sets the input shape if dynamic, enqueues with ``execute_async_v3`` on
-      ``torch.cuda.current_stream()`` and returns the output tensor without synchronizing.
-    - optional attributes: ``input_shape`` (``-1`` for dynamic dims), ``input_dtype`` (a torch dtype),
-      ``profile_shapes`` (``(min, opt, max)`` of the input), ``precision``.
-    - a JSON beside the engine (``x.engine`` -> ``x.json``) with ``"precision"`` and the profile
-      (``"profile": {"min": [..], "opt": [..], "max": [..]}``, or keyed by input name), and
-      optionally ``"onnx"`` (the source ONNX path, for the FLOP count).
-    - for model names, ``build_engine(onnx_path, engine_path, precision=..., min_shape=..., opt_shape=...,
-      max_shape=...)`` writes an engine (and its JSON).
+    - ``TrtRunner(engine_path)`` deserializes the engine on the current CUDA device;
+      attributes ``input_shape`` (``-1`` for dynamic axes), ``input_dtype`` (torch dtype),
+      ``profile`` (``(min, opt, max)`` input shapes, ``None`` when static) and ``meta`` (the
+      engine JSON: ``precision``, ``profile``, ``onnx.path``, ``onnx.metadata.arch``).
+    - ``runner.allocate(batch) -> (x, out)`` and ``runner.enqueue(x, out)``: ``execute_async_v3`` on
+      PyTorch's current stream, no allocation, no synchronization; ``runner.capture_graph(x, out)``
+      -> ``torch.cuda.CUDAGraph``. Without ``allocate``/``enqueue`` the bench falls back to
+      ``runner.infer(x) -> out`` (same stream contract) and captures graphs itself.
+    - the JSON beside the engine: ``x.engine.json`` (or ``x.json``) with ``"precision"`` and
+      ``"profile": {"min": [..], "opt": [..], "max": [..]}``, read directly when the runner has no ``meta``.
+    - model names: ``repvgg_deploy.build.build_engine(onnx, engine, BuildConfig(batch=(min, opt, max)))``;
+      the engine's precision is the ONNX's (strongly typed), so model names give FP32 engines.
     """
 
     backend = "trt"
     device = "cuda"
 
-    def __init__(self, path: Optional[Path] = None, spec: Optional[ModelSpec] = None, precision: str = "fp16",
+    def __init__(self, path: Optional[Path] = None, spec: Optional[ModelSpec] = None, precision: str = "fp32",
                  img_size: Optional[int] = None, batches: Sequence[int] = (1,), cuda_graphs: bool = False,
                  workdir: Optional[Path] = None) -> None:
         super().__init__()
@@ -438,6 +440,7 @@ class TrtTarget(Target):
         self.runner = None
         self.meta: Dict[str, Any] = {}
         self.profile = None
+        self.input_shape: Optional[List[int]] = None
         self.onnx_path: Optional[Path] = None
 
     @property
@@ -450,53 +453,67 @@ class TrtTarget(Target):
             raise MissingDependency(missing)
         mod = importlib.import_module("repvgg_deploy.backend.trt")
         if self.spec is not None:
-            self._build(mod)
+            self._build()
         runner_cls = getattr(mod, "TrtRunner", None)
         if runner_cls is None:
             raise MissingDependency("repvgg_deploy.backend.trt has no TrtRunner")
         self.runner = runner_cls(str(self.path))
-        if not callable(getattr(self.runner, "infer", None)):
-            raise MissingDependency("repvgg_deploy.backend.trt.TrtRunner has no infer(x) method")
-        self.meta = read_engine_json(self.path)
-        self.arch = self.meta.get("arch") if isinstance(self.meta.get("arch"), str) else None
+        if not (callable(getattr(self.runner, "enqueue", None)) or callable(getattr(self.runner, "infer", None))):
+            raise MissingDependency("repvgg_deploy.backend.trt.TrtRunner has neither enqueue(x, out) nor infer(x)")
+        meta = getattr(self.runner, "meta", None)
+        if meta is not None and hasattr(meta, "to_dict"):
+            meta = meta.to_dict()
+        self.meta = meta if isinstance(meta, dict) else read_engine_json(self.path)
         prec = self.meta.get("precision") or getattr(self.runner, "precision", None)
         if isinstance(prec, (list, tuple)):
             prec = "+".join(str(p) for p in prec)
         if prec:
             self.precision = str(prec)
-        self.profile = _profile_from_json(self.meta)
-        rp = getattr(self.runner, "profile_shapes", None)
-        if self.profile is None and rp:
-            self.profile = tuple(list(s) for s in rp)
-        shape = getattr(self.runner, "input_shape", None) or (self.profile[1] if self.profile else None)
-        self.input_shape = list(shape) if shape else None
-        if self.input_shape and len(self.input_shape) == 4 and int(self.input_shape[2]) > 0:
-            self.img_size = int(self.input_shape[2])
-        elif self.img_size is None and self.meta.get("img_size"):
-            self.img_size = int(self.meta["img_size"])
-        onnx_ref = self.meta.get("onnx") or self.meta.get("onnx_path")
-        cands = [Path(onnx_ref), self.path.parent / Path(onnx_ref).name] if onnx_ref else []
+        rp = getattr(self.runner, "profile", None) or getattr(self.runner, "profile_shapes", None)
+        self.profile = tuple(list(s) for s in rp) if rp else _profile_from_json(self.meta)
+        shape = getattr(self.runner, "input_shape", None)
+        if not shape and self.profile:
+            shape = self.profile[1]
+        self.input_shape = [int(d) for d in shape] if shape else None
+        if self.input_shape and len(self.input_shape) == 4 and self.input_shape[2] > 0:
+            self.img_size = self.input_shape[2]
+        elif self.profile and len(self.profile[1]) == 4:
+            self.img_size = int(self.profile[1][2])
+        onnx_info = self.meta.get("onnx") or self.meta.get("onnx_path")
+        ref = onnx_info.get("path") if isinstance(onnx_info, dict) else onnx_info
+        if isinstance(onnx_info, dict) and isinstance(onnx_info.get("metadata"), dict):
+            arch = onnx_info["metadata"].get("arch")
+            self.arch = arch if isinstance(arch, str) else None
+        elif isinstance(self.meta.get("arch"), str):
+            self.arch = self.meta["arch"]
+        cands = [Path(ref), self.path.parent / Path(ref).name] if isinstance(ref, str) and ref else []
         for cand in cands + [self.path.with_suffix(".onnx")]:
             if cand.is_file():
                 self.onnx_path = cand
                 break
 
-    def _build(self, mod) -> None:
-        build = getattr(mod, "build_engine", None)
-        if not callable(build):
-            raise MissingDependency("repvgg_deploy.backend.trt has no build_engine(); give .engine files instead")
+    def _build(self) -> None:
+        try:
+            build_mod = importlib.import_module("repvgg_deploy.build")
+            build, config_cls = build_mod.build_engine, build_mod.BuildConfig
+        except (ImportError, AttributeError) as e:
+            raise MissingDependency(f"building engines from model names needs repvgg_deploy.build.build_engine ({e}); "
+                                    "give .engine files instead") from None
+        if self.precision != "fp32":
+            raise UserError(f"--backend trt with model names builds from the FP32 ONNX export (TensorRT strongly "
+                            f"typed: the ONNX sets the precision), not {self.precision}; give {self.precision} "
+                            ".engine files instead")
         from ..export import export_onnx
 
         folder = self.workdir or Path(tempfile.gettempdir())
-        onnx_path = folder / f"{self.spec.key}-{self.img_size}.onnx"
+        self.onnx_path = folder / f"{self.spec.key}-{self.img_size}.onnx"
         model = build_model(self.spec)
         self.params = sum(p.numel() for p in model.parameters())
-        export_onnx(model, onnx_path, img_size=self.img_size, batch=None, fuse=self.spec.fused)
+        export_onnx(model, self.onnx_path, img_size=self.img_size, batch=None, fuse=self.spec.fused)
         del model
-        s = self.img_size
-        engine = folder / f"{self.spec.key}-{s}-{self.precision}.engine"
-        build(str(onnx_path), str(engine), precision=self.precision, min_shape=(1, 3, s, s),
-              opt_shape=(max(self.batches), 3, s, s), max_shape=(max(self.batches), 3, s, s))
+        engine = folder / f"{self.spec.key}-{self.img_size}-{self.precision}.engine"
+        top = max(self.batches)
+        build(str(self.onnx_path), str(engine), config_cls(batch=(min(self.batches), top, top)), log=lambda s: None)
         self.path = engine
 
     def flops_source(self):
@@ -507,7 +524,7 @@ class TrtTarget(Target):
             lo, hi = int(self.profile[0][0]), int(self.profile[2][0])
             if not lo <= batch <= hi:
                 raise UserError(f"batch {batch} is outside the engine's profile (batch {lo}..{hi}) of {self.path.name}")
-        elif self.input_shape and int(self.input_shape[0]) > 0 and int(self.input_shape[0]) != batch:
+        elif self.input_shape and self.input_shape[0] > 0 and self.input_shape[0] != batch:
             raise UserError(f"{self.path.name} has a static batch of {self.input_shape[0]}; batch {batch} cannot run on it")
         return _TrtCase(self, batch)
 
@@ -523,25 +540,35 @@ class _TrtCase(Case):
         import torch
 
         t: TrtTarget = self.target  # type: ignore[assignment]
-        shape = list(t.input_shape or [self.batch, 3, t.img_size or 224, t.img_size or 224])
+        r = t.runner
+        s = t.img_size or 224
+        shape = list(t.input_shape or [self.batch, 3, s, s])
         shape[0] = self.batch
-        shape = [int(d) if int(d) > 0 else (t.img_size or 224) for d in shape]
-        dtype = getattr(t.runner, "input_dtype", None) or torch.float32
+        shape = [d if d > 0 else (t.profile[1][i] if t.profile else s) for i, d in enumerate(shape)]
+        dtype = getattr(r, "input_dtype", None) or torch.float32
         self.inputs = [torch.from_numpy(a).to("cuda", dtype).contiguous() for a in _random_inputs(buffers, shape, seed)]
-        self.graphs = []
-        t.runner.infer(self.inputs[0])  # first enqueue: shapes set, lazy allocations done
+        self.outputs: list = []
+        self.graphs: list = []
+        if callable(getattr(r, "allocate", None)) and callable(getattr(r, "enqueue", None)):
+            _, out = r.allocate(self.batch)
+            self.outputs = [torch.empty_like(out) for _ in self.inputs]
+            self._run = lambda k: r.enqueue(self.inputs[k], self.outputs[k])
+        else:
+            self._run = lambda k: r.infer(self.inputs[k])
+        for k in range(len(self.inputs)):  # first enqueues: shapes set, deferred updates done
+            self._run(k)
         torch.cuda.synchronize()
         if t.cuda_graphs:
             try:
-                for x in self.inputs:
-                    t.runner.infer(x)
-                torch.cuda.synchronize()
-                pool = torch.cuda.graph_pool_handle()
-                for x in self.inputs:
-                    g = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(g, pool=pool):
-                        t.runner.infer(x)
-                    self.graphs.append(g)
+                if self.outputs and callable(getattr(r, "capture_graph", None)):
+                    self.graphs = [r.capture_graph(x, o) for x, o in zip(self.inputs, self.outputs)]
+                else:
+                    pool = torch.cuda.graph_pool_handle()
+                    for k in range(len(self.inputs)):
+                        g = torch.cuda.CUDAGraph()
+                        with torch.cuda.graph(g, pool=pool):
+                            self._run(k)
+                        self.graphs.append(g)
                 torch.cuda.synchronize()
                 self.cuda_graphs = True
             except Exception as e:  # enqueue not capturable: time plain enqueues
@@ -553,7 +580,7 @@ class _TrtCase(Case):
         if self.graphs:
             self.graphs[i % len(self.graphs)].replay()
         else:
-            self.target.runner.infer(self.inputs[i % len(self.inputs)])
+            self._run(i % len(self.inputs))
 
     def teardown(self) -> None:
-        self.inputs, self.graphs = [], []
+        self.inputs, self.outputs, self.graphs = [], [], []

@@ -18,7 +18,7 @@ from typing import Dict, Optional, Union
 import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
-__all__ = ["count_macs", "MacCount"]
+__all__ = ["count_macs", "MacCount", "reference_macs"]
 
 _SMALL = 4096  # initializers up to this many elements keep their values (Reshape targets, axes ...)
 
@@ -140,3 +140,30 @@ def _node_macs(node, shapes: Dict[str, list]) -> int:
     out = shapes[node.output[0]]
     k = a[-1] if len(a) > 1 else a[0]
     return math.prod(out) * k
+
+
+def reference_macs(model_key: str, img_size: int) -> Optional[int]:
+    """Multiply-adds per image of a benchmark model from ``reference/flops_224.csv`` (written by
+    tools/count_flops.py with :func:`count_macs`), or None if the table has no such entry."""
+    if img_size != 224:
+        return None
+    return _reference_table().get(model_key)
+
+
+_REF: Optional[Dict[str, int]] = None
+
+
+def _reference_table() -> Dict[str, int]:
+    global _REF
+    if _REF is None:
+        import csv
+        from importlib import resources
+
+        _REF = {}
+        try:
+            text = resources.files("repvgg_deploy.reference").joinpath("flops_224.csv").read_text()
+        except (FileNotFoundError, OSError):
+            return _REF
+        for row in csv.DictReader(line for line in text.splitlines() if line and not line.startswith("#")):
+            _REF[row["model"]] = int(row["macs"])
+    return _REF

@@ -13,7 +13,10 @@ Names (any case; ``-``, ``_`` and ``.`` are interchangeable):
 ``ResNeXt-101`` of the paper's Table 4 (44.10 M parameters, 8.0 G multiply-adds) is the 32x4d
 variant. torchvision ships only 32x8d (88.8 M, 16.5 G) as a registered model, so
 ``resnext101_32x4d`` is built from torchvision's own ``ResNet`` class with ``groups=32,
-width_per_group=4`` (not hand-written) and is what ``ResNeXt-101`` maps to.
+width_per_group=4`` (not hand-written) and is what ``ResNeXt-101`` maps to. Likewise torchvision
+registers RegNetX 8GF and 16GF but not the paper's 12GF: ``regnet_x_12gf`` is torchvision's
+``RegNet`` with pycls's RegNetX-12GF parameters (depth 19, w0 168, wa 73.36, wm 2.37, group
+width 112: 46.1 M parameters, 12.1 G multiply-adds, as in the paper's Table 5).
 """
 from __future__ import annotations
 
@@ -146,6 +149,10 @@ def _torchvision_builder(name: str) -> Callable[[], nn.Module]:
         from torchvision.models.resnet import Bottleneck, ResNet
 
         return lambda: ResNet(Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=4)
+    if name == "regnet_x_12gf":  # pycls's RegNetX-12GF; torchvision registers 8GF and 16GF only
+        from torchvision.models.regnet import BlockParams, RegNet
+
+        return lambda: RegNet(BlockParams.from_init_params(depth=19, w_0=168, w_a=73.36, w_m=2.37, group_width=112))
     fn = getattr(tvm, name)
     return lambda: fn(weights=None)
 

@@ -91,7 +91,7 @@ def paper_markdown(comp: Dict[str, Any]) -> str:
     for n in comp["notes"]:
         lines.append(f"\n> Note: {n}.")
     header = ["model", "top-1 (paper)", "1080Ti images/s (paper)", "ratio to ResNet-50 (paper)",
-              "measured images/s", "ratio to ResNet-50 (measured)", "params M (paper / here)", "GFLOPs paper / GMACs here"]
+              "measured images/s", "ratio to ResNet-50 (measured)", "params M (paper / here)", "G multiply-adds (paper / here)"]
     rows = []
     for r in comp["rows"]:
         measured = fmt(r["measured_speed"]) if r["measured_speed"] else (r["status"] if r["status"] != "ok" else "-")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ class Settings:
     seed: int = 0
     threads: Optional[int] = None
     peak_tflops: Optional[float] = None
+    deadline: Optional[float] = None  # time.perf_counter() after which nothing new starts (--time-budget)
     measured_peaks: Dict[str, float] = field(default_factory=dict)  # precision -> TFLOP/s (CUDA rows)
 
 
@@ -110,6 +112,12 @@ class FlopCounter:
         key = self.key(item)
         if key and key in self.cache:
             return int(self.cache[key]), None
+        if item.spec is not None and t.img_size:
+            from .flops import reference_macs
+
+            ref = reference_macs(item.spec.key, t.img_size)
+            if ref:
+                return ref, None
         try:
             if isinstance(t, TorchTarget):
                 from ..export import to_onnx_proto
@@ -153,6 +161,14 @@ class _Progress:
             self.bar.close()
 
 
+BUDGET = "not run: --time-budget reached"
+BUDGET_NOTE = "--time-budget reached"
+
+
+def _past(settings: Settings) -> bool:
+    return settings.deadline is not None and time.perf_counter() >= settings.deadline
+
+
 def _is_oom(e: BaseException) -> bool:
     return "out of memory" in str(e).lower()
 
@@ -167,6 +183,10 @@ def run_benchmark(plan: Sequence[PlanItem], settings: Settings, counter: Optiona
     loaded: List[PlanItem] = []
     for item in plan:
         t = item.target
+        if _past(settings):
+            for b in item.batches or [0]:
+                rows.append(Row(item, b, error=BUDGET))
+            continue
         log(f"loading {item.label} ({t.backend}, {t.device}, {t.precision})")
         try:
             if isinstance(t, TorchTarget):
@@ -234,6 +254,10 @@ def _run_group(group: List[Row], settings: Settings, bar: _Progress, log, debug:
     live: List[Row] = []
     for row in group:
         t = row.item.target
+        if _past(settings):
+            row.error = BUDGET
+            bar.update(settings.rounds)
+            continue
         bar.describe(f"set-up {row.item.label} b{row.batch}")
         try:
             row.case = t.case(row.batch)
@@ -254,6 +278,13 @@ def _run_group(group: List[Row], settings: Settings, bar: _Progress, log, debug:
     counters = {id(r): 0 for r in live}
     for rnd, row in interleave(live, settings.rounds):
         if row.error is not None:
+            bar.update(1)
+            continue
+        if _past(settings):
+            if not row.windows:
+                row.error = BUDGET
+            elif f"{BUDGET_NOTE} after {len(row.windows)} round(s)" not in row.notes:
+                row.notes.append(f"{BUDGET_NOTE} after {len(row.windows)} round(s)")
             bar.update(1)
             continue
         bar.describe(f"round {rnd + 1}/{settings.rounds} {row.item.label} b{row.batch}")

@@ -113,7 +113,7 @@ class TorchRunner:
         if not self.is_cuda:
             raise UserError("--cuda-graphs needs --device cuda (a CUDA GPU)")
         self.activate()
-        side = torch.cuda.Stream()
+        side = _side_stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(max(1, warmup)):
@@ -129,7 +129,19 @@ class TorchRunner:
                 out = self.fn(x)
             graphs.append((g, out))
         torch.cuda.synchronize()
+        torch.cuda.empty_cache()  # the warm-up's cached blocks; the graphs keep their private pool
         return graphs
+
+
+_SIDE_STREAM = None
+
+
+def _side_stream():
+    """One side stream for every warm-up before capture (cached blocks stay reusable across captures)."""
+    global _SIDE_STREAM
+    if _SIDE_STREAM is None:
+        _SIDE_STREAM = torch.cuda.Stream()
+    return _SIDE_STREAM
 
 
 def load_torch_model(source, num_classes: int = 1000) -> nn.Module:
