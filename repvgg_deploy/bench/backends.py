@@ -542,9 +542,12 @@ class _TrtCase(Case):
         t: TrtTarget = self.target  # type: ignore[assignment]
         r = t.runner
         s = t.img_size or 224
-        shape = list(t.input_shape or [self.batch, 3, s, s])
-        shape[0] = self.batch
-        shape = [d if d > 0 else (t.profile[1][i] if t.profile else s) for i, d in enumerate(shape)]
+        if callable(getattr(r, "input_shape_for", None)):
+            shape = [int(d) for d in r.input_shape_for(self.batch)]
+        else:
+            shape = list(t.input_shape or [self.batch, 3, s, s])
+            shape[0] = self.batch
+            shape = [d if d > 0 else (t.profile[1][i] if t.profile else s) for i, d in enumerate(shape)]
         dtype = getattr(r, "input_dtype", None) or torch.float32
         self.inputs = [torch.from_numpy(a).to("cuda", dtype).contiguous() for a in _random_inputs(buffers, shape, seed)]
         self.outputs: list = []

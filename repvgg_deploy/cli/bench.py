@@ -121,12 +121,13 @@ def _resolve_backend_device(args, have_names: bool, log) -> tuple:
         elif device == "cpu":
             backend = "ort"
             log("backend auto: ort on cpu (--device cpu)")
-        elif device == "cuda":
-            b, d, why = pick_auto_backend(model_names=have_names)
-            backend = b if d == "cuda" else "torch"
-            log(f"backend auto: {backend} on cuda ({why})")
         else:
-            backend, device, why = pick_auto_backend(model_names=have_names)
+            b, d, why = pick_auto_backend(model_names=have_names)
+            if device == "cuda" and d != "cuda":
+                b, d, why = "torch", "cuda", "--device cuda"
+            if b == "trt" and have_names and (args.precision or ["fp32"]) != ["fp32"]:
+                b, why = "torch", "TensorRT engines built from model names are FP32; PyTorch runs the other precisions"
+            backend, device = b, d
             log(f"backend auto: {backend} on {device} ({why})")
     if device == "auto":
         if backend == "torch":
