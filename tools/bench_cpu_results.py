@@ -122,8 +122,9 @@ def main(argv=None) -> int:
             f"{' --only ' + name if args.only else ''}`; exit {rc})",
             f"- machine: {lscpu()} (lscpu); {s['threads']} threads for every row",
             f"- date: {env['date']}",
-            f"- load average (1/5/15 min) before / after: {before} -> {after}. A shared VM: other jobs may have been "
-            "running; the rounds are interleaved so that what noise there is hits every model alike.",
+            f"- load average (1/5/15 min) before / after: {before} -> {after}; other processes used "
+            f"{_pct(env.get('other_cpu_share'))} of the CPU time during the measurement (a shared VM; the rounds are "
+            "interleaved so that what noise there is hits every model alike).",
             f"- torch {v.get('torch')}, torchvision {v.get('torchvision')}, onnxruntime {v.get('onnxruntime')}, onnx "
             f"{v.get('onnx')}, numpy {v.get('numpy')}, python {v.get('python')}",
             f"- method: warm-up {s['warmup_s']} s and >= {s['warmup_iters']} iterations, then {s['rounds']} interleaved "

@@ -28,16 +28,18 @@ sys.path.insert(0, str(ROOT))
 
 
 def lscpu_model() -> str:
+    """lscpu's model name, family and model (a VM may show only a vendor name), cores, hypervisor."""
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
     except (OSError, subprocess.TimeoutExpired):
-        pass
-    from repvgg_deploy.utils.env import cpu_model
+        from repvgg_deploy.utils.env import cpu_model
 
-    return cpu_model()
+        return cpu_model()
+    f = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in out.splitlines() if ":" in line)}
+    text = f"{f.get('Model name', '?')} (family {f.get('CPU family', '?')}, model {f.get('Model', '?')})"
+    if f.get("Hypervisor vendor"):
+        text += f", {f['Hypervisor vendor']} VM"
+    return text
 
 
 def loadavg() -> str:
@@ -79,6 +81,8 @@ def b3_fuse_export_verify(work: Path) -> dict:
 
 def markdown(cmd: str, ort: dict, b3: dict, cpu: str, threads: int, load_before: str, load_after: str) -> str:
     env = ort["environment"]
+    share = env.get("other_cpu_share")
+    other_share = "an unknown share" if share is None else f"{100 * share:.0f}%"
     v = env["versions"]
     by = {(r["model_key"], r["batch"]): r for r in ort["results"]}
     lines = [
@@ -86,7 +90,8 @@ def markdown(cmd: str, ort: dict, b3: dict, cpu: str, threads: int, load_before:
         "",
         f"- command: `{cmd}`",
         f"- machine: {cpu}, {os.cpu_count()} cores (lscpu), {threads} threads used; a shared VM: other jobs may "
-        f"have been running (load average before / after: {load_before} -> {load_after})",
+        f"have been running (load average 1/5/15 min before / after: {load_before} -> {load_after}; other processes "
+        f"used {other_share} of the CPU time during the ONNX Runtime timing)",
         f"- date: {env['date']}",
         f"- torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}, onnx {v.get('onnx')}, python {v.get('python')}",
         "",
@@ -125,15 +130,15 @@ def markdown(cmd: str, ort: dict, b3: dict, cpu: str, threads: int, load_before:
         "",
         "| step | seconds |",
         "| --- | --- |",
-        f"| build the training-form model (not part of the pipeline) | {b3['build_s']:.1f} |",
-        f"| fuse (structural re-parameterization) | {t.get('fuse_s', 0):.1f} |",
-        f"| export to ONNX (torch.onnx, dynamo) | {t.get('export_s', 0):.1f} |",
-        f"| onnx.checker | {t.get('check_s', 0):.1f} |",
-        f"| verify the plain body (graphsurgeon) | {t.get('verify_s', 0):.1f} |",
-        f"| compare ONNX Runtime with PyTorch (4 images) | {t.get('compare_s', 0):.1f} |",
+        f"| build the training-form model (not part of the pipeline) | {b3['build_s']:.2f} |",
+        f"| fuse (structural re-parameterization) | {t.get('fuse_s', 0):.2f} |",
+        f"| export to ONNX (torch.onnx, dynamo) | {t.get('export_s', 0):.2f} |",
+        f"| onnx.checker | {t.get('check_s', 0):.2f} |",
+        f"| verify the plain body (graphsurgeon) | {t.get('verify_s', 0):.2f} |",
+        f"| compare ONNX Runtime with PyTorch (4 images) | {t.get('compare_s', 0):.2f} |",
         f"| **fuse + export + verify** (fuse, export, check, verify) | "
-        f"**{sum(t.get(k, 0) for k in ('fuse_s', 'export_s', 'check_s', 'verify_s')):.1f}** |",
-        f"| whole `export_with_report` (adds the comparison and writing) | {b3['pipeline_s']:.1f} |",
+        f"**{sum(t.get(k, 0) for k in ('fuse_s', 'export_s', 'check_s', 'verify_s')):.2f}** |",
+        f"| whole `export_with_report` (adds the comparison and writing) | {b3['pipeline_s']:.2f} |",
         "",
     ]
     return "\n".join(lines)

@@ -123,6 +123,8 @@ def _env_markdown(env: Dict[str, Any], settings: Dict[str, Any]) -> str:
     rows.append(["versions", libs])
     if env.get("load_average"):
         rows.append(["load average at start (1/5/15 min)", env["load_average"]])
+    if env.get("other_cpu_share") is not None:
+        rows.append(["CPU time used by other processes during the run", f"{100 * env['other_cpu_share']:.0f}%"])
     return _table(["", ""], rows)
 
 

@@ -208,7 +208,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             "strongly typed: the ONNX sets the precision); for FP16/INT8 give .engine files")
         elif backend == "ort" and precisions != ["fp32"]:
             raise UserError("--backend ort runs the FP32 ONNX export; for fp16/bf16 use --backend torch or trt")
-    cuda_rows = (device == "cuda") or any(Path(p).suffix.lower() in (".engine", ".plan") for p in args.paths)
     if args.cuda_graphs and device != "cuda":
         raise UserError("--cuda-graphs needs --device cuda (a CUDA GPU)")
     if args.measure_peak and device != "cuda":
@@ -275,6 +274,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     skipped.append((str(f.path), f"an ONNX file (--backend {args.backend})"))
                     continue
                 ort_dev = device if backend == "ort" else ("cuda" if B.ort_cuda_available() and device == "cuda" else "cpu")
+                if ort_dev == "cpu" and device == "cuda":
+                    note = "ONNX files run on ONNX Runtime's CPU provider (onnxruntime-gpu is not installed)"
+                    if note not in notes:
+                        notes.append(note)
                 t = B.OrtTarget(ort_dev, threads, path=f.path, img_size=args.img_size)
             plan.append(PlanItem(t, f.path.name, str(f.path), None, list(args.batch) if args.batch else None))
         if args.precision:
@@ -299,11 +302,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     counter = FlopCounter(Path(args.flops_cache) if args.flops_cache else None, enabled=not args.no_flops)
     log(f"{len(plan)} model(s), batches {','.join(map(str, batches)) if specs else 'per file'}; "
         f"{args.rounds} rounds x {args.duration:g} s; {threads} CPU threads")
+    from ..bench.noise import OtherLoad
+
     try:
-        rows = run_benchmark(plan, settings, counter, progress=not (args.no_progress or args.quiet), log=log,
-                             debug=args.debug)
+        with OtherLoad() as other:
+            rows = run_benchmark(plan, settings, counter, progress=not (args.no_progress or args.quiet), log=log,
+                                 debug=args.debug)
     finally:
         workdir.cleanup()
+    env["other_cpu_share"] = other.share
+    if other.share is not None and other.share > 0.1:
+        notes.append(f"other processes used {100 * other.share:.0f}% of the CPU time while this ran: "
+                     "expect noisy CPU figures")
     if args.measure_peak:  # after the timing (the GPU is warm; the engines' precisions are known)
         from ..bench.measure import measure_matmul_peak
         from ..bench.runner import _peak_key
