@@ -419,8 +419,9 @@ class TrtTarget(Target):
       ``runner.infer(x) -> out`` (same stream contract) and captures graphs itself.
     - the JSON beside the engine: ``x.engine.json`` (or ``x.json``) with ``"precision"`` and
       ``"profile": {"min": [..], "opt": [..], "max": [..]}``, read directly when the runner has no ``meta``.
-    - model names: ``repvgg_deploy.build.build_engine(onnx, engine, BuildConfig(batch=(min, opt, max)))``;
-      the engine's precision is the ONNX's (strongly typed), so model names give FP32 engines.
+    - model names: ``repvgg_deploy.build.build_engine(onnx, engine, BuildConfig(batch=(min, opt, max)))``
+      from the FP32 export, or for ``fp16`` from ``repvgg_deploy.quantize.to_fp16_onnx`` of it (TensorRT
+      is strongly typed: the ONNX sets the precision).
     """
 
     backend = "trt"
@@ -499,10 +500,9 @@ class TrtTarget(Target):
         except (ImportError, AttributeError) as e:
             raise MissingDependency(f"building engines from model names needs repvgg_deploy.build.build_engine ({e}); "
                                     "give .engine files instead") from None
-        if self.precision != "fp32":
-            raise UserError(f"--backend trt with model names builds from the FP32 ONNX export (TensorRT strongly "
-                            f"typed: the ONNX sets the precision), not {self.precision}; give {self.precision} "
-                            ".engine files instead")
+        if self.precision not in ("fp32", "fp16"):
+            raise UserError(f"--backend trt builds FP32 or FP16 engines from model names, not {self.precision}; "
+                            f"give {self.precision} .engine files instead")
         from ..export import export_onnx
 
         folder = self.workdir or Path(tempfile.gettempdir())
@@ -511,9 +511,18 @@ class TrtTarget(Target):
         self.params = sum(p.numel() for p in model.parameters())
         export_onnx(model, self.onnx_path, img_size=self.img_size, batch=None, fuse=self.spec.fused)
         del model
+        src = self.onnx_path
+        if self.precision == "fp16":  # TensorRT is strongly typed: an FP16 engine needs an FP16 ONNX
+            try:
+                to_fp16_onnx = importlib.import_module("repvgg_deploy.quantize").to_fp16_onnx
+            except (ImportError, AttributeError) as e:
+                raise MissingDependency(f"FP16 engines from model names need repvgg_deploy.quantize.to_fp16_onnx ({e})") from None
+            src = to_fp16_onnx(self.onnx_path, folder / f"{self.spec.key}-{self.img_size}-fp16.onnx")
         engine = folder / f"{self.spec.key}-{self.img_size}-{self.precision}.engine"
         top = max(self.batches)
-        build(str(self.onnx_path), str(engine), config_cls(batch=(min(self.batches), top, top)), log=lambda s: None)
+        # a training-form RepVGG is not a plain body: build it without the plain-body check
+        config = config_cls(batch=(min(self.batches), top, top), verify=self.spec.fused or not self.spec.is_repvgg)
+        build(str(src), str(engine), config, log=lambda s: None)
         self.path = engine
 
     def flops_source(self):

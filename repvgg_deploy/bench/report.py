@@ -252,11 +252,12 @@ def write_plots(out: Path, records: Sequence[Dict[str, Any]], paper: Sequence[Di
         panels = 2 if paper else 1
         fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 5.5), squeeze=False)
         _scatter(axes[0][0], [(r["model"], r["images_per_s"], r["paper_top1"], r["family"] == "repvgg") for r in rs],
-                 f"measured: {key[0]} {key[1]} {key[2]}, batch {key[3]}{', ' + key[4] if key[4] else ''}")
+                 f"measured: {key[0]} {key[1]} {key[2]}, batch {key[3]}, {rs[0].get('img_size')}x{rs[0].get('img_size')}"
+                 f"{', ' + key[4] if key[4] else ''}")
         if paper:
             prow = paper[0]["rows"]
             _scatter(axes[0][1], [(p["model"], p["paper_speed"], p["paper_top1"], p["model"].startswith("RepVGG"))
-                                  for p in prow], "paper: GTX 1080Ti, PyTorch FP32, batch 128")
+                                  for p in prow], "paper: GTX 1080Ti, PyTorch FP32, batch 128, 224x224")
         fig.suptitle("ImageNet top-1 (from the paper) vs speed", fontsize=11)
         paths.append(_save(fig, out / "speed_vs_accuracy.png"))
         plt.close(fig)
@@ -267,10 +268,11 @@ def _scatter(ax, pts, title: str) -> None:
     for name, speed, top1, rep in pts:
         ax.scatter([speed], [top1], marker="o" if rep else "s", color="tab:red" if rep else "tab:blue", s=24)
         ax.annotate(name.replace(" (32x4d)", ""), (speed, top1), fontsize=6, xytext=(3, 2), textcoords="offset points")
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("speed (images/s)")
     ax.set_ylabel("top-1 accuracy (%) reported in the paper")
     ax.set_title(title, fontsize=9)

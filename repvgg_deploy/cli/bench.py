@@ -125,8 +125,8 @@ def _resolve_backend_device(args, have_names: bool, log) -> tuple:
             b, d, why = pick_auto_backend(model_names=have_names)
             if device == "cuda" and d != "cuda":
                 b, d, why = "torch", "cuda", "--device cuda"
-            if b == "trt" and have_names and (args.precision or ["fp32"]) != ["fp32"]:
-                b, why = "torch", "TensorRT engines built from model names are FP32; PyTorch runs the other precisions"
+            if b == "trt" and have_names and set(args.precision or ["fp32"]) - {"fp32", "fp16"}:
+                b, why = "torch", "TensorRT engines built from model names are FP32 or FP16; PyTorch runs the others"
             backend, device = b, d
             log(f"backend auto: {backend} on {device} ({why})")
     if device == "auto":
@@ -203,9 +203,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 cuda_only = [p for p in precisions if p in ("tf32", "fp16")]
                 if cuda_only:
                     raise UserError(f"--precision {cuda_only[0]} needs --device cuda (a CUDA GPU); on CPU use fp32 or bf16")
-        elif backend == "trt" and precisions != ["fp32"]:
-            raise UserError("--backend trt with model names builds engines from the FP32 ONNX export (TensorRT is "
-                            "strongly typed: the ONNX sets the precision); for FP16/INT8 give .engine files")
+        elif backend == "trt" and set(precisions) - {"fp32", "fp16"}:
+            raise UserError("--backend trt builds FP32 or FP16 engines from model names (the ONNX sets the "
+                            "precision: TensorRT is strongly typed); for INT8 give .engine files")
         elif backend == "ort" and precisions != ["fp32"]:
             raise UserError("--backend ort runs the FP32 ONNX export; for fp16/bf16 use --backend torch or trt")
     if args.cuda_graphs and device != "cuda":
