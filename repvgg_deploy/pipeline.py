@@ -342,5 +342,5 @@ def _bench_table(folder: Path) -> List[str]:
         if r.get("status", "ok") != "ok":
             continue
         out.append(f"| {r['model']} | {r.get('backend', '')} | {r.get('precision', '')} | {r['batch']} | "
-                   f"{r['images_per_s']:.0f} | {r['latency_ms']['median']:.2f} |")
+                   f"{r['images_per_s']:.0f} | {r['latency_ms_median']:.2f} |")
     return out + [""]

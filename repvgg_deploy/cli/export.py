@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fp16: FP16 weights and compute, FP32 input/output; int8: Q/DQ calibrated on --calib")
     g.add_argument("--calib", help="calibration data for int8: fashion-mnist, cifar10 or an ImageFolder path (as repvgg-train --data)")
     g.add_argument("--calib-images", type=int, default=512, help="calibration images (default 512)")
-    g.add_argument("--calib-method", default="minmax", help="minmax (default), entropy or percentile")
+    g.add_argument("--calib-method", default="percentile", help="percentile (default), minmax or entropy")
+    g.add_argument("--calib-percentile", type=float, default=99.99, help="percentile of |activation| kept by --calib-method percentile (default 99.99)")
     g.add_argument("--data-dir", help="where the calibration data set lives (see repvgg-train --data-dir)")
     g = p.add_argument_group("checks")
     g.add_argument("--rtol", type=float, default=None, help="max ONNX Runtime error relative to the output scale (default 1e-4 for FP32)")
@@ -70,7 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ..quantize.transform import precision_transform
 
     transform, comparison_images = precision_transform(
-        args.precision, calib=args.calib, calib_images=args.calib_images, calib_method=args.calib_method,
+        args.precision, calib=args.calib, calib_images=args.calib_images, calib_method=args.calib_method, calib_percentile=args.calib_percentile,
         data_dir=args.data_dir, seed=args.seed, warn=lambda m: print(f"{PROG}: warning: {m}", file=sys.stderr))
 
     if args.random_init:

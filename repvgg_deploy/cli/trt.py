@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     prec.add_argument("--int8", action="store_true", help="quantize to <stem>-int8.onnx (Q/DQ) first, build that; needs --calib")
     b.add_argument("--calib", metavar="SPEC", help="calibration data for --int8 (see repvgg_deploy.quantize)")
     b.add_argument("--calib-images", type=positive_int, default=512, metavar="N", help="calibration images (default 512)")
-    b.add_argument("--calib-method", choices=CALIB_METHODS, default="minmax", help="activation range method (default minmax)")
+    b.add_argument("--calib-method", choices=CALIB_METHODS, default="percentile", help="activation range method (default percentile, 99.99)")
     b.add_argument("--data-dir", help="data folder for --calib (default: the quantize module's)")
     b.add_argument("--batch", metavar="MIN:OPT:MAX|N",
                    help="optimization profile of the batch axis, e.g. 1:32:256, or a fixed batch, e.g. 8 "

@@ -8,7 +8,7 @@ import onnx
 
 from ..errors import UserError
 from .fp16 import convert_fp16
-from .int8 import CALIB_METHODS, load_calibration_images, qdq_report, quantize_int8
+from .int8 import CALIB_METHODS, DEFAULT_METHOD, DEFAULT_PERCENTILE, load_calibration_images, qdq_report, quantize_int8
 
 __all__ = ["precision_transform"]
 
@@ -19,7 +19,8 @@ def precision_transform(
     precision: str,
     calib: Optional[str] = None,
     calib_images: int = 512,
-    calib_method: str = "minmax",
+    calib_method: str = DEFAULT_METHOD,
+    calib_percentile: float = DEFAULT_PERCENTILE,
     data_dir: Optional[str] = None,
     compare_images: int = 64,
     seed: int = 0,
@@ -47,11 +48,12 @@ def precision_transform(
     def int8(proto: onnx.ModelProto, _model) -> Dict[str, Any]:
         chw = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[1:]]
         images = load_calibration_images(calib, calib_images, chw, data_dir=data_dir, seed=seed, warn=warn)
-        proto.CopyFrom(quantize_int8(proto, images, method=calib_method))
+        proto.CopyFrom(quantize_int8(proto, images, method=calib_method, percentile=calib_percentile))
         report = qdq_report(proto)
         if report["problems"]:
             raise UserError(f"the Q/DQ model is not in TensorRT's form: {report['problems'][0]}")
-        return {"int8": report, "calibration": {"source": calib, "images": int(len(images)), "method": calib_method}}
+        return {"int8": report, "calibration": {"source": calib, "images": int(len(images)), "method": calib_method,
+                                                         **({"percentile": calib_percentile} if calib_method == "percentile" else {})}}
 
     def comparison_images(chw) -> np.ndarray:
         return load_calibration_images(calib, compare_images, chw, data_dir=data_dir, seed=seed + 1,
