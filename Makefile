@@ -30,10 +30,9 @@ test: setup data
 test-fast: setup
 	$(BIN)/python -m pytest -n 2 -q -m "not slow"
 
-# The main job of the README (for now: export, fuse and verify RepVGG-A0; the full pipeline comes next).
+# The main job of the README: the whole pipeline on Fashion-MNIST (ARGS=--full for the long schedule).
 pipeline: setup data
-	$(BIN)/repvgg-export --arch A0 --random-init
-	$(BIN)/repvgg-trt verify models/repvgg-a0.onnx
+	$(BIN)/repvgg-pipeline $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
