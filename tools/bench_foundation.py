@@ -118,7 +118,7 @@ def markdown(cmd: str, ort: dict, b3: dict, cpu: str, threads: int, load_before:
     g_f, g_t = by.get(("repvgg-a0", 1), {}).get("gmacs"), by.get(("repvgg-a0-train", 1), {}).get("gmacs")
     if g_f and g_t:
         lines += ["", f"Multiply-adds per image: fused {g_f:.3f} G, training form {g_t:.3f} G "
-                      f"({g_t / g_f:.2f}x; the rest of the gap is BatchNorm, the branch additions and memory traffic)."]
+                      f"({g_t / g_f:.2f}x; the training form also runs BatchNorm and the branch additions)."]
     t = b3["timings"]
     lines += [
         "",
