@@ -81,22 +81,22 @@ def plan_steps(out: Path, dry: bool) -> List[Dict]:
         steps.append({"name": "ort-cuda", "skip": "onnxruntime-gpu is not installed (onnxruntime has no "
                       "CUDAExecutionProvider here): no ONNX Runtime CUDA rows" if ort_gpu != "True" else
                       "dry run: ONNX Runtime CUDA not exercised"})
-    trt = probe("import tensorrt, torch, importlib; assert torch.cuda.is_available(); "
+    trt_probe = probe("import tensorrt, torch, importlib; assert torch.cuda.is_available(); "
                 "importlib.import_module('repvgg_deploy.backend.trt').TrtRunner; "
                 "b = importlib.util.find_spec('repvgg_deploy.build') is not None and "
                 "callable(getattr(importlib.import_module('repvgg_deploy.build'), 'build_engine', None)); "
                 "print('build' if b else 'run', tensorrt.__version__)")
     engines = sorted(p for p in (ROOT / "engines").glob("*") if p.suffix in (".engine", ".plan"))
-    if trt and engines:
-        steps.append({"name": "trt", "budget": 80, "title": f"TensorRT {trt.split()[-1]}: engines in engines/",
+    if trt_probe and engines:
+        steps.append({"name": "trt", "budget": 80, "title": f"TensorRT {trt_probe.split()[-1]}: engines in engines/",
                       "args": [str(ROOT / "engines"), "--cuda-graphs", *timing, *peak, *cache]})
-    elif trt and trt.startswith("build"):
+    elif trt_probe and trt_probe.startswith("build"):
         # FP16 engines built from FP16 ONNX exports (TensorRT strongly typed: the ONNX sets the precision)
-        steps.append({"name": "trt", "budget": 80, "title": f"TensorRT {trt.split()[-1]}: FP16 engines built from the models",
+        steps.append({"name": "trt", "budget": 80, "title": f"TensorRT {trt_probe.split()[-1]}: FP16 engines built from the models",
                       "args": ["--models", "repvgg-a0,resnet18,resnet50,repvgg-b0", "--backend", "trt",
                                "--precision", "fp16", "--batch", "1,32,128", "--cuda-graphs", *timing, *peak, *cache]})
     else:
-        why = ("TensorRT is not importable, or repvgg_deploy.backend.trt is missing, or no GPU" if not trt else
+        why = ("TensorRT is not importable, or repvgg_deploy.backend.trt is missing, or no GPU" if not trt_probe else
                "TensorRT is here but there are no engines in engines/ and no repvgg_deploy.build.build_engine()")
         steps.append({"name": "trt", "skip": f"no TensorRT rows: {why}"})
     return steps
