@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder with Fashion-MNIST's IDX .gz files (default: /usr/share/datasets/fashion-mnist)")
     p.add_argument("--epochs", type=positive_int, help="override the schedule's epochs")
     p.add_argument("--calib-images", type=positive_int, default=512, help="INT8 calibration images (default 512)")
+    p.add_argument("--subset", type=positive_int, help="train on the first N training images (quick tries)")
+    p.add_argument("--eval-limit", type=positive_int, help="evaluate on the first N test images")
     p.add_argument("--no-bench", action="store_true", help="skip the speed measurements")
     p.add_argument("--threads", type=positive_int, help="CPU threads for training, evaluation and benchmarks")
     return p
@@ -34,6 +36,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = PipelineConfig(out=args.out, full=args.full, fresh=args.fresh, data_dir=args.data_dir,
                          calib_images=args.calib_images, bench=not args.no_bench, threads=args.threads,
+                         subset=args.subset, eval_limit=args.eval_limit,
                          schedule={"epochs": args.epochs} if args.epochs else {})
     run_pipeline(cfg)
     return 0

@@ -1,0 +1,49 @@
+"""The main job: a tiny real run end to end (and its reuse), and a machine without the data set."""
+import json
+
+import pytest
+
+from repvgg_deploy.cli import pipeline as pipeline_cli
+from repvgg_deploy.cli.common import run_main
+from repvgg_deploy.data import sources
+
+from conftest import has_fashion, run_cli
+
+
+def test_missing_data_set_gives_commands_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sources, "FASHION_MNIST_DIRS", ())  # as on a machine without the Debian package
+    out = tmp_path / "run"
+    rc = run_main(pipeline_cli.main, "repvgg-pipeline", ["--out", str(out), "--data-dir", str(tmp_path / "empty")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "Fashion-MNIST not found" in err[0] and "apt-get install dataset-fashion-mnist" in err[0]
+    assert "--download" in err[0]
+    assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_fashion, reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+def test_tiny_pipeline_end_to_end_and_reuse(tmp_path):
+    out = tmp_path / "run"
+    args = ["repvgg-pipeline", "--out", str(out), "--epochs", "1", "--subset", "256", "--eval-limit", "200",
+            "--calib-images", "32", "--no-bench", "--threads", "1"]
+    r = run_cli(*args, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "[6/6] report" in r.stdout and "$ repvgg-train" in r.stdout and "$ repvgg-export" in r.stdout
+    report = json.loads((out / "report.json").read_text())
+    for key in ("a0", "qa-a0"):
+        for prec in ("pytorch", "fp32", "fp16", "int8"):
+            res = report["accuracy"][f"{key}/{prec}"]
+            assert res["n"] == 200 and 0 <= res["top1"] <= 100
+        # fused FP32 ONNX predicts exactly what the training-form checkpoint predicts
+        assert report["accuracy"][f"{key}/fp32"]["top1"] == report["accuracy"][f"{key}/pytorch"]["top1"]
+        assert report["accuracy"][f"{key}/fp32"]["agreement"] == 1.0
+    text = (out / "report.md").read_text()
+    assert "| RepVGG-A0 |" in text and "| QARepVGG-A0 |" in text and (out / "accuracy.png").stat().st_size > 0
+    for name in ("a0", "a0-fp16", "a0-int8", "qa-a0", "qa-a0-fp16", "qa-a0-int8"):
+        assert (out / "models" / f"{name}.onnx").exists()
+    # a second run reuses the checkpoints, ONNX files and evaluations
+    r2 = run_cli(*args, timeout=900)
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert "$ repvgg-train" not in r2.stdout and "$ repvgg-export" not in r2.stdout
+    assert r2.stdout.count("reusing") >= 8
