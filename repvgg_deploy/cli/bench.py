@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..errors import MissingDependency, UserError
-from .common import parse_ints, positive_int, run_main
+from .common import nonneg_float, parse_ints, positive_float, positive_int, run_main
 
 PROG = "repvgg-bench"
 
@@ -33,23 +33,6 @@ def _precisions(text: str) -> List[str]:
     if not vals or bad:
         raise argparse.ArgumentTypeError(f"precisions are {', '.join(ok)} (comma-separated); got {text!r}")
     return list(dict.fromkeys(vals))
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def _pos_float(text: str) -> float:
-    v = _nonneg_float(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,19 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--compile-mode", default=None, help="torch.compile mode (default, reduce-overhead, max-autotune ...)")
     g = p.add_argument_group("method")
-    g.add_argument("--duration", type=_pos_float, default=2.0, help="seconds per measurement window (default 2)")
+    g.add_argument("--duration", type=positive_float, default=2.0, help="seconds per measurement window (default 2)")
     g.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds per case (default 3)")
     g.add_argument("--min-iters", type=positive_int, default=10, help="minimum iterations per window (default 10)")
-    g.add_argument("--warmup", type=_nonneg_float, default=0.5, help="warm-up seconds per case (default 0.5)")
+    g.add_argument("--warmup", type=nonneg_float, default=0.5, help="warm-up seconds per case (default 0.5)")
     g.add_argument("--warmup-iters", type=int, default=5, help="minimum warm-up iterations per case (default 5)")
     g.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all cores)")
     g.add_argument("--buffers", type=positive_int, default=3, help="random input buffers rotated (default 3)")
     g.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    g.add_argument("--time-budget", type=_pos_float, default=None,
+    g.add_argument("--time-budget", type=positive_float, default=None,
                    help="seconds from start after which no new load or window starts; rows not reached are "
                         "reported as not run (for suites with a fixed time)")
     g = p.add_argument_group("efficiency")
-    g.add_argument("--peak-tflops", type=_pos_float, default=None, help="peak TFLOP/s of the device, for the fraction of peak")
+    g.add_argument("--peak-tflops", type=positive_float, default=None, help="peak TFLOP/s of the device, for the fraction of peak")
     g.add_argument("--measure-peak", action="store_true",
                    help="measure the GPU's dense matmul peak in each precision used (CUDA only)")
     g.add_argument("--no-flops", action="store_true", help="skip counting FLOPs (saves one ONNX export per model)")

@@ -32,14 +32,31 @@ def run_main(main: Callable[[Optional[Sequence[str]]], int], prog: str, argv: Op
         return 0
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, kind: type, low: float, strict: bool = False):
+    """``kind(text)`` for argparse, >= low (> low when strict), else a one-line argparse error."""
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+    if value < low or (strict and value == low):
+        raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, 1)
+
+
+def nonneg_int(text: str) -> int:
+    return _number(text, int, 0)
+
+
+def nonneg_float(text: str) -> float:
+    return _number(text, float, 0)
+
+
+def positive_float(text: str) -> float:
+    return _number(text, float, 0, strict=True)
 
 
 def parse_floats(text: str) -> List[float]:

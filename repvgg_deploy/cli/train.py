@@ -7,29 +7,9 @@ import shlex
 import sys
 from typing import List, Optional, Sequence
 
-from .common import positive_int, run_main
+from .common import nonneg_float, nonneg_int, positive_int, run_main
 
 PROG = "repvgg-train"
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -60,27 +40,27 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     d.add_argument("--val-subset", type=positive_int, default=None, help="validate on the first N validation images only")
     d.add_argument("--no-augment", dest="augment", action="store_false",
                    help="no training augmentation (default: random crop with padding + flip; RandomResizedCrop + flip for folders)")
-    d.add_argument("--workers", type=_nonneg_int, default=None,
+    d.add_argument("--workers", type=nonneg_int, default=None,
                    help="DataLoader worker processes per process for folders (default min(8, cores per process)); "
                         "in-memory sets need none")
 
     r = p.add_argument_group("recipe (paper defaults)")
     r.add_argument("--epochs", type=positive_int, default=120, help="epochs (default 120)")
     r.add_argument("--batch-size", type=positive_int, default=256, help="global batch over all processes (default 256)")
-    r.add_argument("--lr", type=_nonneg_float, default=0.1, help="base LR per 256 images, scaled by batch/256 (default 0.1)")
+    r.add_argument("--lr", type=nonneg_float, default=0.1, help="base LR per 256 images, scaled by batch/256 (default 0.1)")
     r.add_argument("--no-lr-scaling", dest="scale_lr", action="store_false", help="use --lr as it is, without the batch/256 scaling")
-    r.add_argument("--momentum", type=_nonneg_float, default=0.9, help="SGD momentum (default 0.9)")
+    r.add_argument("--momentum", type=nonneg_float, default=0.9, help="SGD momentum (default 0.9)")
     r.add_argument("--nesterov", action="store_true", help="Nesterov momentum (default off)")
-    r.add_argument("--weight-decay", type=_nonneg_float, default=1e-4,
+    r.add_argument("--weight-decay", type=nonneg_float, default=1e-4,
                    help="weight decay (default 1e-4), none on biases and BatchNorm parameters")
-    r.add_argument("--warmup-epochs", type=_nonneg_float, default=None,
+    r.add_argument("--warmup-epochs", type=nonneg_float, default=None,
                    help="linear warm-up epochs (default 5, or a tenth of --epochs when that is shorter)")
-    r.add_argument("--warmup-steps", type=_nonneg_int, default=None, help="linear warm-up in optimizer steps (overrides --warmup-epochs)")
-    r.add_argument("--warmup-lr", type=_nonneg_float, default=0.0, help="LR the warm-up starts from (default 0)")
-    r.add_argument("--min-lr", type=_nonneg_float, default=0.0, help="LR the cosine decays to (default 0)")
-    r.add_argument("--label-smoothing", type=_nonneg_float, default=0.1, help="label smoothing (default 0.1)")
+    r.add_argument("--warmup-steps", type=nonneg_int, default=None, help="linear warm-up in optimizer steps (overrides --warmup-epochs)")
+    r.add_argument("--warmup-lr", type=nonneg_float, default=0.0, help="LR the warm-up starts from (default 0)")
+    r.add_argument("--min-lr", type=nonneg_float, default=0.0, help="LR the cosine decays to (default 0)")
+    r.add_argument("--label-smoothing", type=nonneg_float, default=0.1, help="label smoothing (default 0.1)")
     r.add_argument("--ema-decay", type=float, default=None, help="keep an EMA of the weights with this decay, e.g. 0.9998 (default off)")
-    r.add_argument("--clip-grad", type=_nonneg_float, default=None, help="clip the gradient norm to this (default off)")
+    r.add_argument("--clip-grad", type=nonneg_float, default=None, help="clip the gradient norm to this (default off)")
     r.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
                    help="mixed precision: bf16 (CPU or GPU) or fp16 (GPU, with a GradScaler); default none")
     r.add_argument("--seed", type=int, default=0, help="seed of the initialization, batch order and augmentation (default 0)")
