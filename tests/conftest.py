@@ -28,6 +28,19 @@ def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
+def read_only_dir(tmp_path: Path) -> Path:
+    """A folder this process cannot write into (root writes into mode-555 folders: then /sys)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:  # root writes into mode-555 folders; fall back to a folder the kernel refuses
+        (ro / "probe").touch()
+        (ro / "probe").unlink()
+        return Path("/sys")
+    except OSError:
+        return ro
+
+
 def run_cli(*args: str, cwd=None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a console script through ``python -m`` (same interpreter, no PATH assumptions)."""
     module = {

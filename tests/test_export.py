@@ -12,7 +12,7 @@ from repvgg_deploy import create_model, export_onnx, reparameterize, save_checkp
 from repvgg_deploy.backend.onnxrt import OnnxrtRunner
 from repvgg_deploy.export import get_metadata
 
-from conftest import randomize_bn, run_cli
+from conftest import randomize_bn, read_only_dir, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -22,18 +22,6 @@ def a0_ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "a0.pth"
     save_checkpoint(model, path, img_size=32, mean=[0.286], std=[0.353], class_names=[f"c{i}" for i in range(10)])
     return path, model
-
-
-def _read_only_dir(tmp_path: Path) -> Path:
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    try:  # root writes into mode-555 folders; fall back to a folder the kernel refuses
-        (ro / "probe").touch()
-        (ro / "probe").unlink()
-        return Path("/sys")
-    except OSError:
-        return ro
 
 
 def test_cli_export_checkpoint_roundtrip(tmp_path, a0_ckpt):
@@ -168,7 +156,7 @@ def test_bad_inputs(tmp_path, a0_ckpt):
         run_cli("repvgg-export", str(ckpt), "--img-size", "100", "-o", str(out)))
     assert "does not exist" in _one_line_error(
         run_cli("repvgg-export", str(ckpt), "-o", str(tmp_path / "no" / "such" / "a.onnx")))
-    ro = _read_only_dir(tmp_path)
+    ro = read_only_dir(tmp_path)
     assert "cannot write" in _one_line_error(run_cli("repvgg-export", str(ckpt), "-o", str(ro / "a.onnx")))
     assert "--random-init needs --arch" in _one_line_error(run_cli("repvgg-export", "--random-init", "-o", str(out)))
     not_onnx = tmp_path / "fake.onnx"

@@ -25,7 +25,7 @@ from repvgg_deploy.errors import MissingDependency, UserError
 from repvgg_deploy.utils.images import load_image, preprocess_files, preprocess_image, read_labels, resize_size, topk
 from repvgg_deploy.utils.io import sha256_file
 
-from conftest import randomize_bn, run_cli
+from conftest import randomize_bn, read_only_dir, run_cli
 
 
 def trt_cli(*args, cwd=None):
@@ -145,18 +145,6 @@ def _png(path: Path, size=(40, 30), mode="RGB") -> Path:
     shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
     Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
     return path
-
-
-def _read_only_dir(tmp_path: Path) -> Path:
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    try:  # root writes into mode-555 folders; fall back to a folder the kernel refuses
-        (ro / "probe").touch()
-        (ro / "probe").unlink()
-        return Path("/sys")
-    except OSError:
-        return ro
 
 
 def _one_error_line(r):
@@ -286,7 +274,7 @@ def test_int8_without_calib_names_calib(a0_onnx, tmp_path):
 
 
 def test_build_read_only_output_folder(a0_onnx, tmp_path):
-    ro = _read_only_dir(tmp_path)
+    ro = read_only_dir(tmp_path)
     line = _one_error_line(trt_cli("build", str(a0_onnx), "-o", str(ro / "x.engine")))
     assert "cannot write to output folder" in line
     line = _one_error_line(trt_cli("build", str(a0_onnx), "-o", str(tmp_path / "x.engine"),

@@ -16,13 +16,14 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from repvgg_deploy.utils.env import loadavg, lscpu_model  # noqa: E402
 
 RUNS = {
     "ort": {
@@ -41,22 +42,6 @@ RUNS = {
         "pairs": [("repvgg-a0", "repvgg-a0-train"), ("repvgg-b1", "repvgg-b1-train")],
     },
 }
-
-
-def lscpu() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown CPU"
-    f = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in out.splitlines() if ":" in line)}
-    text = f"{f.get('Model name', '?')} (family {f.get('CPU family', '?')}, model {f.get('Model', '?')}), {f.get('CPU(s)', '?')} cores"
-    if f.get("Hypervisor vendor"):
-        text += f", {f['Hypervisor vendor']} VM"
-    return text
-
-
-def loadavg() -> str:
-    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def _pct(v) -> str:
@@ -120,7 +105,7 @@ def main(argv=None) -> int:
             "",
             f"- command: `repvgg-bench {shlex.join(shown)}` (run by `python tools/bench_cpu_results.py"
             f"{' --only ' + name if args.only else ''}`; exit {rc})",
-            f"- machine: {lscpu()} (lscpu); {s['threads']} threads for every row",
+            f"- machine: {lscpu_model()}, {os.cpu_count()} cores (lscpu); {s['threads']} threads for every row",
             f"- date: {env['date']}",
             f"- load average (1/5/15 min) before / after: {before} -> {after}; other processes used "
             f"{_pct(env.get('other_cpu_share'))} of the CPU time during the measurement (a shared VM; the rounds are "

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,24 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def lscpu_model() -> str:
-    """lscpu's model name, family and model (a VM may show only a vendor name), cores, hypervisor."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        from repvgg_deploy.utils.env import cpu_model
-
-        return cpu_model()
-    f = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in out.splitlines() if ":" in line)}
-    text = f"{f.get('Model name', '?')} (family {f.get('CPU family', '?')}, model {f.get('Model', '?')})"
-    if f.get("Hypervisor vendor"):
-        text += f", {f['Hypervisor vendor']} VM"
-    return text
-
-
-def loadavg() -> str:
-    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
+from repvgg_deploy.utils.env import loadavg, lscpu_model  # noqa: E402
 
 
 def ort_fused_vs_train(duration: float, rounds: int, threads: int, work: Path) -> dict:

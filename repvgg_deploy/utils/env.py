@@ -5,9 +5,10 @@ import datetime as _dt
 import importlib.metadata as md
 import os
 import platform
+import subprocess
 from typing import Dict, Optional
 
-__all__ = ["versions", "cpu_model", "environment", "now_iso"]
+__all__ = ["versions", "cpu_model", "lscpu_model", "loadavg", "environment", "now_iso"]
 
 _PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-graphsurgeon", "onnxscript",
              "numpy", "tensorrt", "cuda-python", "repvgg-deploy")
@@ -32,6 +33,24 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def lscpu_model() -> str:
+    """lscpu's model name, family and model (a VM may show only a vendor name) and hypervisor, for benchmark notes."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return cpu_model()
+    f = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in out.splitlines() if ":" in line)}
+    text = f"{f.get('Model name', '?')} (family {f.get('CPU family', '?')}, model {f.get('Model', '?')})"
+    if f.get("Hypervisor vendor"):
+        text += f", {f['Hypervisor vendor']} VM"
+    return text
+
+
+def loadavg() -> str:
+    """The 1/5/15-minute load averages, as ``a / b / c``."""
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def gpu_info() -> Optional[Dict[str, str]]:
