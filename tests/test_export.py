@@ -1,7 +1,6 @@
 """ONNX export + plain-body verification, through the library and the CLIs, and their bad inputs."""
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import onnx
