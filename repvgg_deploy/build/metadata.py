@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from ..errors import UserError
-from ..utils.io import atomic_write_json, sha256_file
+from ..utils.io import atomic_write_json, existing_file, sha256_file
 
 __all__ = ["EngineMeta", "meta_path", "write_engine_meta", "read_engine_meta", "check_engine_compat",
            "check_engine_file", "EngineCompatError", "FORMAT", "ENGINE_JSON_SUFFIX", "describe_build"]
@@ -146,11 +146,7 @@ def check_engine_file(engine_path: PathLike, meta: Optional[EngineMeta] = None) 
     modified file is refused); without it only gross cases are caught (empty, tiny, an image, a
     checkpoint, an ONNX file, text).
     """
-    path = Path(engine_path)
-    if not path.exists():
-        raise UserError(f"engine not found: {path}")
-    if path.is_dir():
-        raise UserError(f"not an engine but a folder: {path}")
+    path = existing_file(engine_path, "engine", "an engine")
     size = path.stat().st_size
     if size == 0:
         raise UserError(f"{path}: empty file, not a TensorRT engine")

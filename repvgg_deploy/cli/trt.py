@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import UserError
+from ..utils.io import existing_file
 from .common import positive_int, run_main
 
 PROG = "repvgg-trt"
@@ -147,11 +148,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     config = BuildConfig(batch=args.batch, workspace=args.workspace, opt_level=args.opt_level,
                          timing_cache=args.timing_cache, verify=not args.no_verify, tf32=not args.no_tf32, verbose=args.verbose,
                          device=args.device).validate()
-    src = Path(args.onnx)
-    if not src.exists():
-        raise UserError(f"ONNX file not found: {src}")
-    if src.is_dir():
-        raise UserError(f"not an ONNX file but a folder: {src}")
+    src = existing_file(args.onnx, "ONNX file", "an ONNX file")
     suffix = "-fp16" if args.fp16 else "-int8" if args.int8 else ""
     if args.output:
         out = Path(args.output)

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import UserError
+from .io import existing_file
 
 __all__ = ["load_image", "preprocess_image", "preprocess_files", "default_crop_pct", "softmax", "topk",
            "read_labels", "resize_size"]
@@ -36,11 +37,7 @@ def load_image(path: PathLike, in_chans: int = 3):
     """Open ``path`` as a PIL image in the model's color mode, or raise a one-line :class:`UserError`."""
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"image not found: {path}")
-    if path.is_dir():
-        raise UserError(f"not an image but a folder: {path}")
+    path = existing_file(path, "image", "an image")
     try:
         with Image.open(path) as img:
             img.load()

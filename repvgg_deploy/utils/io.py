@@ -12,9 +12,20 @@ from typing import Any, Iterator, Union
 from ..errors import UserError
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_torch_save",
-           "sha256_file", "check_writable_dir"]
+           "sha256_file", "check_writable_dir", "existing_file"]
 
 PathLike = Union[str, os.PathLike]
+
+
+def existing_file(path: PathLike, what: str, a_what: str) -> Path:
+    """``Path(path)`` if it is there and not a folder, else a one-line :class:`UserError`
+    ("{what} not found: PATH" / "not {a_what} but a folder: PATH")."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise UserError(f"not {a_what} but a folder: {path}")
+    return path
 
 
 def check_writable_dir(path: PathLike) -> Path:

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Union
 import onnx
 
 from ..errors import UserError
+from ..utils.io import existing_file
 
 __all__ = ["VerifyResult", "Offence", "verify_onnx", "load_onnx"]
 
@@ -79,11 +80,7 @@ class VerifyResult:
 
 def load_onnx(path: Union[str, Path]) -> onnx.ModelProto:
     """Load an ONNX file, or raise a one-line :class:`UserError`."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"ONNX file not found: {path}")
-    if path.is_dir():
-        raise UserError(f"not an ONNX file but a folder: {path}")
+    path = existing_file(path, "ONNX file", "an ONNX file")
     try:
         model = onnx.load(str(path))
     except Exception as e:  # protobuf's DecodeError and friends
