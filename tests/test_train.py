@@ -118,6 +118,26 @@ def test_ema_averages_weights_and_buffers():
     assert not any(p.requires_grad for p in ema.module.parameters()) and not ema.module.training
 
 
+def test_ema_recalibrated_bn_is_the_batch_statistics():
+    """The EMA copy that is evaluated gets BN statistics computed from data; the EMA is untouched."""
+    torch.manual_seed(0)
+    model = create_model("A0", num_classes=10, in_chans=1)
+    ema = ModelEMA(model, 0.9)
+    before = {k: v.clone() for k, v in ema.state_dict().items()}
+    batches = [(torch.randn(8, 1, 32, 32) * 3 + 1, torch.zeros(8, dtype=torch.long)) for _ in range(3)]
+    recal = ema.recalibrated(iter(batches + [(torch.full((8, 1, 32, 32), 1e3), None)]), 3)  # 4th batch unused
+    assert _same_state(ema.state_dict(), before) and not recal.training
+    bn, conv = recal.stage0.rbr_dense.bn, recal.stage0.rbr_dense.conv
+    with torch.no_grad():
+        y = torch.cat([conv(x) for x, _ in batches])  # 3 equal batches: mean of means = overall mean
+    assert torch.allclose(bn.running_mean, y.mean((0, 2, 3)), atol=1e-4)
+    per_batch_var = torch.stack([conv(x).detach().var((0, 2, 3), unbiased=True) for x, _ in batches]).mean(0)
+    assert torch.allclose(bn.running_var, per_batch_var, rtol=1e-4)
+    assert not torch.allclose(bn.running_var, before["stage0.rbr_dense.bn.running_var"])
+    with pytest.raises(ValueError):
+        ema.recalibrated(iter(batches), 0)
+
+
 def test_rng_state_survives_weights_only_save(tmp_path):
     import random
 
@@ -146,7 +166,14 @@ def test_run_writes_loadable_checkpoints_and_metrics(reference_run):
         assert ck["mean"] == [0.286] and ck["std"] == [0.353] and ck["class_names"][9] == "Ankle boot"
     assert last["epoch"] == 2 and last["step_in_epoch"] == 0 and last["global_step"] == 16
     assert {"optimizer", "model_ema", "rng", "schedule", "best_top1", "config"} <= set(last)
-    assert best["ema"] is True and _same_state(best["model"], last["model_ema"]) == (best["epoch"] == 2)
+    # best.pth is the EMA model with its BN statistics recomputed (--ema-bn-batches 20): the
+    # EMA's weights, other running statistics
+    assert best["ema"] is True and best["config"]["ema_bn_batches"] == 20
+    weights = [k for k in best["model"] if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    if best["epoch"] == 2:
+        assert all(torch.equal(best["model"][k], last["model_ema"][k]) for k in weights)
+        assert not torch.equal(best["model"]["stage0.rbr_dense.bn.running_var"],
+                               last["model_ema"]["stage0.rbr_dense.bn.running_var"])
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2]
     for key in ("lr", "train_loss", "train_acc", "val_top1", "val_top5", "images_per_s", "seconds"):

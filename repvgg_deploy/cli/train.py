@@ -60,6 +60,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     r.add_argument("--min-lr", type=nonneg_float, default=0.0, help="LR the cosine decays to (default 0)")
     r.add_argument("--label-smoothing", type=nonneg_float, default=0.1, help="label smoothing (default 0.1)")
     r.add_argument("--ema-decay", type=float, default=None, help="keep an EMA of the weights with this decay, e.g. 0.9998 (default off)")
+    r.add_argument("--ema-bn-batches", type=nonneg_int, default=20,
+                   help="before each evaluation, recompute the EMA model's BatchNorm statistics over this many training "
+                        "batches (torch.optim.swa_utils.update_bn); 0 keeps the averaged statistics (default 20)")
     r.add_argument("--clip-grad", type=nonneg_float, default=None, help="clip the gradient norm to this (default off)")
     r.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
                    help="mixed precision: bf16 (CPU or GPU) or fp16 (GPU, with a GradScaler); default none")

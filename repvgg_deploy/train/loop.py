@@ -6,8 +6,9 @@ Files written to ``out`` (rank 0 only):
   EMA weights, optimizer, schedule, grad scaler, RNG states, position in the run, best
   accuracy. Written atomically (temporary file + fsync + rename).
 * ``best.pth`` whenever the validation top-1 improves: the evaluated weights (the EMA
-  weights when ``--ema-decay`` is set, since that is the model whose accuracy was measured)
-  plus the data set's metadata; loads in ``repvgg-export`` and ``repvgg-eval`` directly.
+  weights when ``--ema-decay`` is set, since that is the model whose accuracy was measured,
+  with BatchNorm statistics recomputed over ``--ema-bn-batches`` training batches) plus the
+  data set's metadata; loads in ``repvgg-export`` and ``repvgg-eval`` directly.
 * ``metrics.jsonl``: one JSON object per epoch; ``config.json``: the run's settings.
 
 Resume (``--resume``) continues from ``last.pth`` and reaches the same weights as an
@@ -368,6 +369,12 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
                 broadcast_buffers(model)
                 if ema is not None:
                     broadcast_buffers(ema.module)
+            if ema is not None and cfg.ema_bn_batches:
+                # the EMA's averaged BN statistics do not fit its averaged weights: recompute them
+                # on this epoch's first training batches (a copy; the EMA itself goes on unchanged)
+                eval_model = ema.recalibrated(train_loader.iter_from(0), min(cfg.ema_bn_batches, steps_per_epoch))
+                if env.distributed:
+                    broadcast_buffers(eval_model)
             try:
                 val = evaluate_model(eval_model, val_loader, device, amp=cfg.amp,
                                      stop=None if env.distributed else stop)

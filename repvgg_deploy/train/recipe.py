@@ -10,13 +10,13 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 __all__ = ["TrainConfig", "param_groups", "split_decay", "WarmupCosineSchedule", "lr_at", "ModelEMA",
-           "scaled_lr", "warmup_steps_for"]
+           "recalibrate_bn", "scaled_lr", "warmup_steps_for"]
 
 
 @dataclass
@@ -42,6 +42,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     amp: str = "none"  # none | bf16 | fp16
     ema_decay: Optional[float] = None
+    ema_bn_batches: int = 20  # recompute the EMA model's BN statistics over this many training batches (0: off)
     clip_grad: Optional[float] = None
     seed: int = 0
     deterministic: bool = False
@@ -203,3 +204,32 @@ class ModelEMA:
 
     def load_state_dict(self, sd: Dict[str, torch.Tensor]) -> None:
         self.module.load_state_dict(sd)
+
+    def recalibrated(self, batches: Iterable[Any], num_batches: int) -> nn.Module:
+        """A copy of the EMA model whose BatchNorm statistics are recomputed on ``batches``.
+
+        The average of the running statistics is not the statistics of the averaged weights:
+        when the EMA spans many epochs of a moving network (decay 0.9998 is ~21 epochs at
+        234 steps per epoch) its BN buffers no longer match its weights, and the model is far
+        worse than either. The copy is what is evaluated and saved; the EMA itself is left
+        as it is, so a resumed run continues exactly.
+        """
+        model = copy.deepcopy(self.module)
+        recalibrate_bn(model, batches, num_batches)
+        return model
+
+
+def recalibrate_bn(model: nn.Module, batches: Iterable[Any], num_batches: int) -> nn.Module:
+    """Recompute every BatchNorm's running mean/var as the plain average over ``num_batches``
+    of ``batches`` (``(images, labels)`` pairs or images) in training mode, the weights left
+    as they are: :func:`torch.optim.swa_utils.update_bn` (SWA's BN update) on the first batches."""
+    from itertools import islice
+
+    from torch.optim.swa_utils import update_bn
+
+    if num_batches < 1:
+        raise ValueError(f"num_batches must be >= 1, got {num_batches}")
+    inputs = (b[0] if isinstance(b, (tuple, list)) else b for b in islice(batches, num_batches))
+    with torch.no_grad():
+        update_bn(inputs, model)
+    return model
