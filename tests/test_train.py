@@ -270,6 +270,21 @@ def test_train_export_eval_give_the_same_top1(reference_run, tmp_path):
 
 
 @needs_fashion
+def test_eval_recomputes_bn_of_ema_weights(reference_run, tmp_path, capsys):
+    ref, _ = reference_run
+    last = ref / "last.pth"
+    before = (last.stat().st_mtime_ns, _load(last)["model_ema"]["stage1.0.rbr_dense.bn.running_var"])
+    plain = evaluate_checkpoint(last, use_ema=True, limit=300)
+    recal = evaluate_checkpoint(last, use_ema=True, limit=300, recalibrate_bn=4, batch_size=64)
+    assert plain["bn_recalibrated_batches"] == 0 and recal["bn_recalibrated_batches"] == 4
+    assert recal["n"] == plain["n"] == 300 and recal["loss"] != plain["loss"]
+    assert last.stat().st_mtime_ns == before[0]
+    assert torch.equal(_load(last)["model_ema"]["stage1.0.rbr_dense.bn.running_var"], before[1])
+    _one_line_error(capsys, eval_cli.cli([str(tmp_path / "m.onnx"), "--recalibrate-bn", "4"]),
+                    "an ONNX file has no BatchNorm left", "repvgg-eval")
+
+
+@needs_fashion
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(tmp_path):
     out = tmp_path / "ddp"

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any, Dict, Optional, Sequence
 
-from .common import positive_int, run_main
+from .common import nonneg_int, positive_int, run_main
 
 PROG = "repvgg-eval"
 
@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--arch", default=None, help="expected arch; a checkpoint of another arch is an error")
     g.add_argument("--use-ema", action="store_true", help="evaluate the EMA weights of a last.pth")
     g.add_argument("--fuse", action="store_true", help="evaluate the re-parameterized (deploy) form")
+    g.add_argument("--recalibrate-bn", type=nonneg_int, default=0, metavar="N",
+                   help="first recompute the BatchNorm statistics over N augmented training batches, as repvgg-train "
+                        "does for its EMA model (use with --use-ema on a last.pth; default 0: off)")
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     o = p.add_argument_group("ONNX")
     o.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
@@ -50,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _line(r: Dict[str, Any]) -> str:
     what = f"{r.get('arch') or '?'} {r['format']}" + (" (fused)" if r["format"] == "checkpoint" and r.get("fused") else "")
+    if r.get("bn_recalibrated_batches"):
+        what += f", BN recomputed on {r['bn_recalibrated_batches']} batches"
     skipped = f", {r['skipped']} unreadable skipped" if r.get("skipped") else ""
     return (f"{r['model']}: top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  loss {r['loss']:.4f}  "
             f"(n={r['n']}{skipped}, {r['data']} val {r['img_size']}x{r['img_size']}, {what}, "
@@ -66,7 +71,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     common = dict(data=args.data, data_dir=args.data_dir, download=args.download, batch_size=args.batch_size,
                   limit=args.limit, img_size=args.img_size, workers=args.workers, threads=args.threads,
                   device=args.device, return_predictions=bool(args.compare_with))
-    result = evaluate(args.model, arch=args.arch, use_ema=args.use_ema, fuse=args.fuse, **common)
+    result = evaluate(args.model, arch=args.arch, use_ema=args.use_ema, fuse=args.fuse,
+                      recalibrate_bn=args.recalibrate_bn, **common)
     other = None
     if args.compare_with:
         common["data"] = args.data or result["data"]  # the same images as the first model's

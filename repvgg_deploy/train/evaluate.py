@@ -149,6 +149,7 @@ def evaluate_checkpoint(
     workers: int = 0,
     amp: Optional[str] = None,
     return_predictions: bool = False,
+    recalibrate_bn: int = 0,
 ) -> Dict[str, Any]:
     """Accuracy of a checkpoint (any layout :func:`~repvgg_deploy.checkpoint.load_checkpoint` reads).
 
@@ -156,6 +157,9 @@ def evaluate_checkpoint(
     come from the checkpoint when it records them, else from the data set. ``arch`` is
     checked against the checkpoint's (a mismatch is a :class:`CheckpointError`). ``fuse``
     evaluates the re-parameterized (deploy) form. ``limit``: the first N validation images.
+    ``recalibrate_bn``: first recompute the BatchNorm statistics over this many augmented
+    training batches (seed 0), as the trainer does for its EMA model (for a last.pth's
+    ``--use-ema`` weights, whose stored statistics are the averaged ones).
     """
     from ..checkpoint import load_checkpoint
     from ..fuse import reparameterize
@@ -168,15 +172,24 @@ def evaluate_checkpoint(
     if not data:
         raise UserError(f"{path} does not record its data set: pass --data")
     dev = pick_device(device)
+    size = img_size or meta.get("img_size")
+    model = model.to(dev)
+    if recalibrate_bn:
+        from ..data import build_dataset, build_loader
+        from .recipe import recalibrate_bn as recalibrate
+
+        train = build_dataset(str(data), "train", img_size=size, in_chans=model.in_chans, data_dir=data_dir,
+                              download=download, augment=True, mean=meta.get("mean"), std=meta.get("std"))
+        recalibrate(model, build_loader(train, batch_size, train=True, device=dev, workers=workers), recalibrate_bn)
     if fuse:
         model = reparameterize(model)
-    model = model.to(dev).eval()
-    size = img_size or meta.get("img_size")
+    model = model.eval()
     info, loader = _val_loader(str(data), size, model.in_chans, meta.get("mean"),
                                meta.get("std"), data_dir, download, limit, batch_size, dev, workers, model.num_classes,
                                str(path))
     out = evaluate_model(model, loader, dev, amp=amp, return_predictions=return_predictions)
     out.update({"model": str(path), "format": "checkpoint", "arch": model.arch, "fused": bool(fuse),
+                "bn_recalibrated_batches": int(recalibrate_bn),
                 "data": info.name, "img_size": int(size or info.img_size),
                 "skipped": int(getattr(loader, "skipped", 0))})
     return out
@@ -250,7 +263,9 @@ def evaluate(path: PathLike, **kwargs: Any) -> Dict[str, Any]:
     """:func:`evaluate_onnx` for ``.onnx`` files, :func:`evaluate_checkpoint` for anything else."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":
-        for k in ("arch", "device", "use_ema", "fuse", "amp"):
+        if kwargs.get("recalibrate_bn"):
+            raise UserError(f"{path}: --recalibrate-bn works on checkpoints; an ONNX file has no BatchNorm left")
+        for k in ("arch", "device", "use_ema", "fuse", "amp", "recalibrate_bn"):
             kwargs.pop(k, None)
         return evaluate_onnx(path, **kwargs)
     kwargs.pop("threads", None)
