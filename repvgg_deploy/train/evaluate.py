@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import CheckpointError, UserError
+from ..errors import UserError
+from ..utils.io import existing_file
 from .distributed import all_reduce_sum
 
 __all__ = ["evaluate_model", "evaluate_checkpoint", "evaluate_onnx", "evaluate", "prediction_agreement",
@@ -219,9 +220,7 @@ def evaluate_onnx(
     from ..backend.onnxrt import OnnxrtRunner
     from ..export import get_metadata
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ONNX file not found: {path}")
+    path = existing_file(path, "ONNX file", "an ONNX file")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:
@@ -270,6 +269,4 @@ def evaluate(path: PathLike, **kwargs: Any) -> Dict[str, Any]:
         return evaluate_onnx(path, **kwargs)
     kwargs.pop("threads", None)
     kwargs.pop("providers", None)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    return evaluate_checkpoint(path, **kwargs)
+    return evaluate_checkpoint(path, **kwargs)  # read_checkpoint says "checkpoint not found" itself
