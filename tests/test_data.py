@@ -8,6 +8,7 @@ import torch
 
 from repvgg_deploy.data import (DatasetInfo, EpochSampler, FolderBatchLoader, InMemoryDataset, SkippedSample,
                                 TensorBatchLoader, batch_transform, build_dataset, build_loader, dataset_info, read_idx)
+from repvgg_deploy.data.memory import random_erasing
 from repvgg_deploy.data import sources
 from repvgg_deploy.errors import DataError
 
@@ -131,6 +132,40 @@ def test_augmentation_is_a_padded_crop_and_flip_of_the_image():
     assert len(shifts) > 10 and 10 < flips < 54
     again = batch_transform(imgs, 32, [0.0], [1 / 255], 1, augment=True, generator=torch.Generator().manual_seed(0))
     assert torch.equal(aug, again)
+
+
+def test_random_erasing_blanks_one_rectangle_per_chosen_sample():
+    x = torch.rand(2000, 3, 32, 32) + 1.0  # nothing is 0 before erasing
+    out = random_erasing(x, 0.5, torch.Generator().manual_seed(0))
+    erased = out == 0
+    assert torch.equal(erased[:, :1].expand_as(erased), erased)  # the same rectangle in every channel
+    assert torch.equal(out[~erased], x[~erased])  # the rest untouched
+    hit = erased[:, 0].flatten(1).any(1)
+    assert 0.45 < hit.float().mean().item() < 0.55
+    areas = []
+    for m in erased[hit, 0]:
+        rows, cols = m.any(1).nonzero().flatten(), m.any(0).nonzero().flatten()
+        h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert m.sum() == h * w and m[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()  # a full rectangle
+        areas.append((h * w).item() / 1024)  # 2-33 %, give or take the rounding of each side
+    assert min(areas) >= 0.01 and max(areas) <= 0.37 and 0.12 < sum(areas) / len(areas) < 0.2
+    assert torch.equal(random_erasing(x, 0.0, torch.Generator()), x)
+    again = random_erasing(x, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+
+
+def test_reprob_reaches_the_training_batches_only():
+    imgs = torch.randint(1, 256, (256, 1, 28, 28), dtype=torch.uint8)
+    train = InMemoryDataset(imgs, torch.zeros(256), 32, [0.0], [1 / 255], 1, augment=True, reprob=1.0)
+    x, _ = next(iter(build_loader(train, 256, train=True, seed=0)))
+    assert (x == 0).flatten(1).sum(1).gt(16).all()  # more than the crop's zero padding: every image erased
+    plain = InMemoryDataset(imgs, torch.zeros(256), 32, [0.0], [1 / 255], 1, augment=True)
+    x0, _ = next(iter(build_loader(plain, 256, train=True, seed=0)))
+    assert (x0 == 0).flatten(1).sum(1).le((32 * 32 - 28 * 28) + 8 * 32 * 2).all()
+    val = InMemoryDataset(imgs, torch.zeros(256), 32, [0.0], [1 / 255], 1, augment=False, reprob=1.0)
+    assert torch.equal(val.transform(imgs), batch_transform(imgs, 32, [0.0], [1 / 255], 1))
+    with pytest.raises(ValueError, match="reprob"):
+        InMemoryDataset(imgs, torch.zeros(256), 32, [0.0], [1 / 255], 1, reprob=1.5)
 
 
 # ------------------------------------------------------------------ batch order

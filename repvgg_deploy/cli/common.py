@@ -59,6 +59,13 @@ def positive_float(text: str) -> float:
     return _number(text, float, 0, strict=True)
 
 
+def probability(text: str) -> float:
+    value = _number(text, float, 0)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be <= 1, got {value}")
+    return value
+
+
 def parse_floats(text: str) -> List[float]:
     try:
         return [float(v) for v in text.replace(" ", "").split(",") if v]

@@ -7,7 +7,7 @@ import shlex
 import sys
 from typing import List, Optional, Sequence
 
-from .common import nonneg_float, nonneg_int, positive_int, run_main
+from .common import nonneg_float, nonneg_int, positive_int, probability, run_main
 
 PROG = "repvgg-train"
 
@@ -40,6 +40,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     d.add_argument("--val-subset", type=positive_int, default=None, help="validate on the first N validation images only")
     d.add_argument("--no-augment", dest="augment", action="store_false",
                    help="no training augmentation (default: random crop with padding + flip; RandomResizedCrop + flip for folders)")
+    d.add_argument("--reprob", type=probability, default=0.0,
+                   help="random erasing: probability per training image of erasing one rectangle (timm's --reprob; default 0)")
     d.add_argument("--workers", type=nonneg_int, default=None,
                    help="DataLoader worker processes per process for folders (default min(8, cores per process)); "
                         "in-memory sets need none")

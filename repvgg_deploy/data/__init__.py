@@ -132,6 +132,7 @@ def build_dataset(
     subset: Optional[int] = None,
     mean: Optional[Sequence[float]] = None,
     std: Optional[Sequence[float]] = None,
+    reprob: float = 0.0,
 ) -> Dataset:
     """The ``split`` ("train" or "val") of ``spec`` as a Dataset of ``(float [C, H, W], int)``.
 
@@ -139,6 +140,7 @@ def build_dataset(
     in-memory sets, RandomResizedCrop + flip for folders). ``subset``: the first N items
     (for a folder, N items evenly spaced over its sorted list, so that every class is in).
     ``mean``/``std`` override the data set's normalization (e.g. a checkpoint's).
+    ``reprob``: with ``augment``, random erasing with this probability per image.
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
@@ -162,14 +164,15 @@ def build_dataset(
             x, y = load_cifar10(split, data_dir, download)
         if subset is not None:
             x, y = x[:subset], y[:subset]
-        return InMemoryDataset(x, y, size, m, s, info.in_chans, augment, info.name, info.class_names)
+        return InMemoryDataset(x, y, size, m, s, info.in_chans, augment, info.name, info.class_names,
+                              reprob=reprob)
 
     if info.kind == "fake":
         from torchvision.datasets import FakeData
 
         n = FAKE_SIZES[split] if subset is None else subset
         ds = FakeData(size=n, image_size=(info.in_chans, size, size), num_classes=info.num_classes,
-                      transform=folder_transform(size, m, s, train=augment, in_chans=info.in_chans),
+                      transform=folder_transform(size, m, s, train=augment, in_chans=info.in_chans, reprob=reprob),
                       random_offset=0 if split == "train" else 10**6)
         ds.classes = list(info.class_names)  # type: ignore[attr-defined]
         return ds
@@ -177,7 +180,7 @@ def build_dataset(
     folder = Path(info.root or spec) / split
     if not folder.is_dir():
         raise DataError(f"{info.root} has no {split}/ folder (ImageFolder layout: {info.root}/{split}/<class>/<image>)")
-    ds = SafeImageFolder(folder, folder_transform(size, m, s, train=augment, in_chans=info.in_chans),
+    ds = SafeImageFolder(folder, folder_transform(size, m, s, train=augment, in_chans=info.in_chans, reprob=reprob),
                          classes=info.class_names if split == "val" else None)
     if subset is not None and subset < len(ds):
         idx = torch.linspace(0, len(ds) - 1, subset).round().long().unique().tolist()

@@ -39,7 +39,9 @@ def find_classes(folder: Union[str, Path]) -> List[str]:
     return classes
 
 
-def folder_transform(img_size: int, mean: Sequence[float], std: Sequence[float], train: bool, in_chans: int = 3) -> Callable:
+def folder_transform(img_size: int, mean: Sequence[float], std: Sequence[float], train: bool, in_chans: int = 3,
+                     reprob: float = 0.0) -> Callable:
+    """ImageNet-style transforms; ``reprob`` adds torchvision's ``RandomErasing`` to training."""
     from torchvision import transforms as T
 
     ops: List[Any] = []
@@ -50,6 +52,8 @@ def folder_transform(img_size: int, mean: Sequence[float], std: Sequence[float],
     else:
         ops += [T.Resize(int(round(img_size / 0.875))), T.CenterCrop(img_size)]
     ops += [T.ToTensor(), T.Normalize(list(mean), list(std))]
+    if train and reprob > 0:
+        ops.append(T.RandomErasing(p=reprob, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0))
     return T.Compose(ops)
 
 

@@ -184,7 +184,7 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
     if env.distributed and cfg.download and not env.is_main:
         torch.distributed.barrier()  # rank 0 downloads first
     train_ds = build_dataset(cfg.data, "train", img_size, in_chans, cfg.data_dir, cfg.download and env.is_main,
-                             augment=cfg.augment, subset=cfg.subset)
+                             augment=cfg.augment, subset=cfg.subset, reprob=cfg.reprob)
     val_ds = build_dataset(cfg.data, "val", img_size, in_chans, cfg.data_dir, cfg.download and env.is_main,
                            subset=cfg.val_subset)
     if env.distributed and cfg.download and env.is_main:

@@ -52,6 +52,7 @@ class TrainConfig:
     subset: Optional[int] = None
     val_subset: Optional[int] = None
     augment: bool = True
+    reprob: float = 0.0  # random erasing probability per training image (timm's --reprob; 0: off)
     device: str = "auto"
     threads: Optional[int] = None  # CPU intra-op threads (torch.set_num_threads); None: torch's default
     channels_last: bool = False
@@ -73,7 +74,7 @@ class TrainConfig:
     # Fields that change the numbers of a run (a resume with other values is warned about).
     RECIPE_FIELDS = ("data", "epochs", "batch_size", "lr", "scale_lr", "momentum", "nesterov", "weight_decay",
                      "warmup_epochs", "warmup_steps", "warmup_lr", "min_lr", "label_smoothing", "amp", "ema_decay",
-                     "clip_grad", "seed", "img_size", "in_chans", "subset", "augment", "sync_bn")  # noqa: E501
+                     "clip_grad", "seed", "img_size", "in_chans", "subset", "augment", "reprob", "sync_bn")  # noqa: E501
 
 
 def scaled_lr(base_lr: float, batch_size: int, scale: bool = True) -> float:
