@@ -282,6 +282,16 @@ def test_eval_recomputes_bn_of_ema_weights(reference_run, tmp_path, capsys):
     assert torch.equal(_load(last)["model_ema"]["stage1.0.rbr_dense.bn.running_var"], before[1])
     _one_line_error(capsys, eval_cli.cli([str(tmp_path / "m.onnx"), "--recalibrate-bn", "4"]),
                     "an ONNX file has no BatchNorm left", "repvgg-eval")
+    # the recalibration batches are augmented like the run's: its random erasing is read back
+    from repvgg_deploy.train.evaluate import _checkpoint_meta
+
+    assert _checkpoint_meta(last)["reprob"] == 0.0
+    ck = _load(last)
+    ck["config"]["reprob"] = 0.5
+    torch.save(ck, tmp_path / "re.pth")
+    assert _checkpoint_meta(tmp_path / "re.pth")["reprob"] == 0.5
+    erased = evaluate_checkpoint(tmp_path / "re.pth", use_ema=True, limit=300, recalibrate_bn=4, batch_size=64)
+    assert erased["loss"] != recal["loss"]
 
 
 @needs_fashion

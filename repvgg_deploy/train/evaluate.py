@@ -114,7 +114,10 @@ def _checkpoint_meta(path: Path) -> Dict[str, Any]:
         return {}
     if not isinstance(obj, dict):
         return {}
-    return {k: v for k, v in obj.items() if isinstance(v, (str, int, float, bool, list, tuple)) or v is None}
+    meta = {k: v for k, v in obj.items() if isinstance(v, (str, int, float, bool, list, tuple)) or v is None}
+    if isinstance(obj.get("config"), dict):  # a repvgg-train checkpoint's TrainConfig
+        meta["reprob"] = float(obj["config"].get("reprob") or 0.0)
+    return meta
 
 
 def _dataset_name(spec: str) -> str:
@@ -159,8 +162,9 @@ def evaluate_checkpoint(
     checked against the checkpoint's (a mismatch is a :class:`CheckpointError`). ``fuse``
     evaluates the re-parameterized (deploy) form. ``limit``: the first N validation images.
     ``recalibrate_bn``: first recompute the BatchNorm statistics over this many augmented
-    training batches (seed 0), as the trainer does for its EMA model (for a last.pth's
-    ``--use-ema`` weights, whose stored statistics are the averaged ones).
+    training batches (seed 0) augmented as the checkpoint's run was (random erasing included),
+    as the trainer does for its EMA model (for a last.pth's ``--use-ema`` weights, whose
+    stored statistics are the averaged ones).
     """
     from ..checkpoint import load_checkpoint
     from ..fuse import reparameterize
@@ -180,7 +184,8 @@ def evaluate_checkpoint(
         from .recipe import recalibrate_bn as recalibrate
 
         train = build_dataset(str(data), "train", img_size=size, in_chans=model.in_chans, data_dir=data_dir,
-                              download=download, augment=True, mean=meta.get("mean"), std=meta.get("std"))
+                              download=download, augment=True, mean=meta.get("mean"), std=meta.get("std"),
+                              reprob=meta.get("reprob", 0.0))
         recalibrate(model, build_loader(train, batch_size, train=True, device=dev, workers=workers), recalibrate_bn)
     if fuse:
         model = reparameterize(model)
