@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -348,8 +349,9 @@ def test_image_folder_run_skips_a_corrupt_image(tmp_path):
     assert res["n"] == 8 and res["skipped"] == 1
 
 
-def test_in_process_qa_bf16_channels_last_run(tmp_path):
+def test_in_process_qa_bf16_channels_last_run(tmp_path, capsys):
     from repvgg_deploy.train import train
+    from repvgg_deploy.utils.env import cpu_bf16_native
 
     out = tmp_path / "qa"
     cfg = TrainConfig(arch="QA-A0", data="fake", out=str(out), epochs=1, batch_size=32, subset=64, val_subset=32,
@@ -360,6 +362,18 @@ def test_in_process_qa_bf16_channels_last_run(tmp_path):
     assert model.arch == "QARepVGG-A0" and model.in_chans == 3 and model.pretrained_cfg["img_size"] == 32
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert json.loads((out / "config.json").read_text())["warmup_steps"] == 1
+    # bf16 autocast is emulated on a CPU without AVX512-BF16/AMX: the run says so, and only then
+    assert ("no native bf16" in capsys.readouterr().err) == (not cpu_bf16_native())
+
+
+def test_cpu_bf16_native_reads_the_cpu_flags():
+    from repvgg_deploy.utils.env import cpu_bf16_native, cpu_flags
+
+    assert not cpu_bf16_native({"avx2", "fma", "avx512f", "avx512_vnni"})  # AVX-512 without its BF16 extension
+    assert cpu_bf16_native({"avx2", "avx512f", "avx512_bf16"})
+    assert cpu_bf16_native({"amx_tile", "amx_bf16"})
+    if platform.system() == "Linux" and platform.machine() == "x86_64":
+        assert "sse2" in cpu_flags()  # every x86-64 CPU has it: the flags were really read
 
 
 # ------------------------------------------------------------------ bad input: one line, exit 2

@@ -36,7 +36,7 @@ from ..data import build_dataset, build_loader, dataset_info
 from ..errors import CheckpointError, MissingDependency, UserError
 from ..models.config import resolve_arch
 from ..models.repvgg import create_model
-from ..utils.env import environment
+from ..utils.env import cpu_bf16_native, environment
 from ..utils.io import atomic_write_json, atomic_write_text
 from .distributed import DistEnv, all_reduce_sum, broadcast_buffers, cleanup_distributed, env_world, init_distributed
 from .evaluate import autocast_for, evaluate_model
@@ -169,6 +169,9 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
     device = env.device
     if cfg.amp == "fp16" and device.type != "cuda":
         raise UserError("--amp fp16 needs a GPU; on CPU use --amp bf16")
+    if cfg.amp == "bf16" and device.type == "cpu" and not cpu_bf16_native():
+        _say(env, "warning: this CPU has no native bf16 (no AVX512-BF16 or AMX), so --amp bf16 is emulated and many "
+                  "times slower than FP32 here; train without --amp (add --channels-last, --compile for speed)", err=True)
     if cfg.sync_bn and device.type != "cuda":
         raise MissingDependency("--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation)")
     if cfg.compile and not hasattr(torch, "compile"):

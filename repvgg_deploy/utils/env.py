@@ -6,9 +6,9 @@ import importlib.metadata as md
 import os
 import platform
 import subprocess
-from typing import Dict, Optional
+from typing import Dict, FrozenSet, Iterable, Optional
 
-__all__ = ["versions", "cpu_model", "lscpu_model", "loadavg", "environment", "now_iso"]
+__all__ = ["versions", "cpu_model", "cpu_flags", "cpu_bf16_native", "lscpu_model", "loadavg", "environment", "now_iso"]
 
 _PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-graphsurgeon", "onnxscript",
              "numpy", "tensorrt", "cuda-python", "repvgg-deploy")
@@ -33,6 +33,37 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> FrozenSet[str]:
+    """The instruction-set flags of ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_bf16_native(flags: Optional[Iterable[str]] = None) -> bool:
+    """Whether the CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16).
+
+    Without it PyTorch emulates bf16 autocast on the CPU: correct, but many times slower than
+    FP32 (RepVGG-A0 training on an AVX2-only AMD EPYC: 15 images/s in bf16 against ~300 in
+    FP32). ``flags`` defaults to this machine's :func:`cpu_flags`; where those are unknown
+    (not Linux) PyTorch's own check answers.
+    """
+    f = frozenset(cpu_flags() if flags is None else flags)
+    if f:
+        return bool(f & {"avx512_bf16", "amx_bf16"})
+    try:
+        import torch.cpu
+
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except Exception:
+        return False
 
 
 def lscpu_model() -> str:
