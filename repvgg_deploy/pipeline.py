@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional
 from .errors import DataError, UserError
 from .utils.io import atomic_write_json, atomic_write_text
 
-__all__ = ["PipelineConfig", "run_pipeline", "SHORT", "FULL"]
+__all__ = ["PipelineConfig", "run_pipeline", "train_args", "SHORT", "FULL"]
 
 MODELS = (("a0", "A0", "RepVGG-A0"), ("qa-a0", "QA-A0", "QARepVGG-A0"))
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -36,6 +36,27 @@ PRECISIONS = ("fp32", "fp16", "int8")
 SHORT: Dict[str, Any] = {"epochs": 2, "batch_size": 128, "lr": 0.2, "warmup_epochs": 0.3, "ema_decay": None}
 FULL: Dict[str, Any] = {"epochs": 120, "batch_size": 256, "lr": 0.1, "warmup_epochs": 5, "ema_decay": 0.9998,
                         "amp": "bf16", "channels_last": True}
+
+# recipe key -> repvgg-train flag; True is the bare flag, None or False leaves the flag out
+_TRAIN_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "warmup_epochs": "--warmup-epochs",
+                "img_size": "--img-size", "weight_decay": "--weight-decay", "nesterov": "--nesterov",
+                "reprob": "--reprob", "ema_decay": "--ema-decay", "amp": "--amp", "channels_last": "--channels-last",
+                "compile": "--compile"}
+
+
+def train_args(recipe: Dict[str, Any]) -> List[str]:
+    """The ``repvgg-train`` flags of a schedule (:data:`SHORT`, :data:`FULL` or an override of them)."""
+    unknown = set(recipe) - set(_TRAIN_FLAGS)
+    if unknown:
+        raise ValueError(f"no repvgg-train flag for recipe key(s) {sorted(unknown)}")
+    args: List[str] = []
+    for key, flag in _TRAIN_FLAGS.items():
+        value = recipe.get(key)
+        if value is None or value is False:
+            continue
+        args += [flag] if value is True else [flag, str(value)]
+    return args
+
 
 _CLI = {
     "repvgg-train": "repvgg_deploy.cli.train",
@@ -160,17 +181,10 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         if _finished(run_dir, recipe["epochs"]):
             print(f"reusing {run_dir / 'best.pth'} (finished; --fresh retrains)")
             continue
-        cmd = _cmd("repvgg-train", "--arch", arch, *data_args, "--epochs", recipe["epochs"], "--batch-size",
-                   recipe["batch_size"], "--lr", recipe["lr"], "--warmup-epochs", recipe["warmup_epochs"],
-                   "--out", run_dir, "--seed", 0, *thread_args)
+        cmd = _cmd("repvgg-train", "--arch", arch, *data_args, *train_args(recipe), "--out", run_dir, "--seed", 0,
+                   *thread_args)
         if cfg.subset:
             cmd += ["--subset", cfg.subset]
-        if recipe.get("ema_decay"):
-            cmd += ["--ema-decay", str(recipe["ema_decay"])]
-        if recipe.get("amp"):
-            cmd += ["--amp", recipe["amp"]]
-        if recipe.get("channels_last"):
-            cmd.append("--channels-last")
         if (run_dir / "last.pth").exists():
             cmd.append("--resume")
         elif run_dir.exists() and any(run_dir.iterdir()):
@@ -287,6 +301,7 @@ def _write_report(out: Path, cfg: PipelineConfig, recipe: Dict[str, Any], acc, o
     qa_fp32, qa_int8 = acc["qa-a0/pytorch"]["top1"], acc["qa-a0/int8"]["top1"]
     a0_fp32, a0_int8 = acc["a0/pytorch"]["top1"], acc["a0/int8"]["top1"]
     ok = abs(qa_fp32 - qa_int8) <= 0.5
+    size = recipe.get("img_size") or 32
     lines = [
         "# repvgg-deploy pipeline report",
         "",
@@ -295,10 +310,9 @@ def _write_report(out: Path, cfg: PipelineConfig, recipe: Dict[str, Any], acc, o
         + f"; torch {env['versions'].get('torch')}, onnxruntime {env['versions'].get('onnxruntime')}. "
         f"Whole job: **{total_s / 60:.1f} min**.",
         "",
-        f"Schedule: {'full' if cfg.full else 'short'} ({recipe['epochs']} epochs, batch {recipe['batch_size']}, "
-        f"lr {recipe['lr']} per 256, warm-up {recipe['warmup_epochs']} epochs, EMA {recipe.get('ema_decay') or 'off'}"
-        f"{', amp ' + recipe['amp'] if recipe.get('amp') else ''}{', channels-last' if recipe.get('channels_last') else ''}), "
-        f"Fashion-MNIST {cfg.subset or 60000:,} train / {cfg.eval_limit or 10000:,} test images, 1x32x32.",
+        f"Schedule: {'full' if cfg.full else 'short'} (`repvgg-train {' '.join(train_args(recipe))}`), "
+        f"Fashion-MNIST {cfg.subset or 60000:,} train / {cfg.eval_limit or 10000:,} test images, "
+        f"1x{size}x{size}.",
         "",
         f"## Accuracy ({cfg.eval_limit or 10000:,} test images)",
         "",
@@ -328,7 +342,7 @@ def _write_report(out: Path, cfg: PipelineConfig, recipe: Dict[str, Any], acc, o
         "",
     ]
     for label, d in bench_dirs.items():
-        title = {"artifacts": "Speed of the pipeline's ONNX files (ONNX Runtime, 1x32x32)",
+        title = {"artifacts": f"Speed of the pipeline's ONNX files (ONNX Runtime, 1x{size}x{size})",
                  "vs-resnet": "RepVGG-A0 against ResNet-18 and ResNet-50 (224x224, best available backend)"}[label]
         lines += [f"## {title}", "", f"Full report: [bench/{label}/report.md](bench/{label}/report.md)", ""]
         lines += _bench_table(d)

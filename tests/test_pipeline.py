@@ -21,6 +21,21 @@ def test_missing_data_set_gives_commands_and_writes_nothing(tmp_path, monkeypatc
     assert not out.exists()
 
 
+def test_schedules_are_real_repvgg_train_flags():
+    from repvgg_deploy.cli.train import build_parser
+    from repvgg_deploy.pipeline import FULL, SHORT, train_args
+    from repvgg_deploy.train import TrainConfig
+
+    parser = build_parser()
+    for recipe in (SHORT, FULL):
+        args = vars(parser.parse_args(["--arch", "A0", "--data", "fashion-mnist", *train_args(recipe)]))
+        for key, value in recipe.items():  # every key reaches repvgg-train as the value the schedule names
+            assert args[key] == (value if value is not None else TrainConfig.__dataclass_fields__[key].default), key
+    assert train_args({"epochs": 3, "nesterov": True, "compile": False, "ema_decay": None}) == ["--epochs", "3", "--nesterov"]
+    with pytest.raises(ValueError, match="no repvgg-train flag"):
+        train_args({"epochs": 3, "optimizer": "adam"})
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not has_fashion, reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
 def test_tiny_pipeline_end_to_end_and_reuse(tmp_path):

@@ -386,7 +386,7 @@ def _one_line_error(capsys, code, expected, prog):
     assert expected in err, err
 
 
-def test_bad_training_input(tmp_path, capsys):
+def test_bad_training_input(tmp_path, capsys, monkeypatch):
     base = ["--arch", "A0", "--epochs", "1", "--out", str(tmp_path / "run")]
     _one_line_error(capsys, train_cli.cli(base + ["--data", "imagenet-1k"]), "unknown data set 'imagenet-1k'", "repvgg-train")
     (tmp_path / "notrain" / "val").mkdir(parents=True)
@@ -399,6 +399,10 @@ def test_bad_training_input(tmp_path, capsys):
                     "repvgg-train")
     _one_line_error(capsys, train_cli.cli(base + ["--data", "fake", "--amp", "fp16", "--device", "cpu"]),
                     "--amp fp16 needs a GPU", "repvgg-train")
+    with monkeypatch.context() as m:  # TorchInductor's CPU kernels need a C++ compiler: say so before training
+        m.setenv("CXX", str(tmp_path / "no-such-c++"))
+        _one_line_error(capsys, train_cli.cli(base + ["--data", "fake", "--compile", "--device", "cpu"]),
+                        "--compile on the CPU needs a C++ compiler", "repvgg-train")
     if not has_cuda:
         _one_line_error(capsys, train_cli.cli(base + ["--data", "fake", "--device", "cuda"]), "no CUDA device",
                         "repvgg-train")

@@ -36,7 +36,7 @@ from ..data import build_dataset, build_loader, dataset_info
 from ..errors import CheckpointError, MissingDependency, UserError
 from ..models.config import resolve_arch
 from ..models.repvgg import create_model
-from ..utils.env import cpu_bf16_native, environment
+from ..utils.env import cpu_bf16_native, cxx_compiler, environment
 from ..utils.io import atomic_write_json, atomic_write_text
 from .distributed import DistEnv, all_reduce_sum, broadcast_buffers, cleanup_distributed, env_world, init_distributed
 from .evaluate import autocast_for, evaluate_model
@@ -176,6 +176,9 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
         raise MissingDependency("--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation)")
     if cfg.compile and not hasattr(torch, "compile"):
         raise MissingDependency("--compile needs torch.compile")
+    if cfg.compile and device.type == "cpu" and cxx_compiler() is None:
+        raise MissingDependency("--compile on the CPU needs a C++ compiler (g++ or clang++, or $CXX): install one "
+                                "(apt-get install g++) or drop --compile")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     _setup_backends(cfg, device)

@@ -5,10 +5,11 @@ import datetime as _dt
 import importlib.metadata as md
 import os
 import platform
+import shutil
 import subprocess
 from typing import Dict, FrozenSet, Iterable, Optional
 
-__all__ = ["versions", "cpu_model", "cpu_flags", "cpu_bf16_native", "lscpu_model", "loadavg", "environment", "now_iso"]
+__all__ = ["versions", "cpu_model", "cpu_flags", "cpu_bf16_native", "cxx_compiler", "lscpu_model", "loadavg", "environment", "now_iso"]
 
 _PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-graphsurgeon", "onnxscript",
              "numpy", "tensorrt", "cuda-python", "repvgg-deploy")
@@ -64,6 +65,19 @@ def cpu_bf16_native(flags: Optional[Iterable[str]] = None) -> bool:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except Exception:
         return False
+
+
+def cxx_compiler() -> Optional[str]:
+    """The C++ compiler ``torch.compile`` would build CPU kernels with (``$CXX``, else g++, c++ or clang++ on the
+    PATH), or None: without one, TorchInductor fails on its first CPU kernel."""
+    cxx = os.environ.get("CXX")
+    if cxx:
+        return shutil.which(cxx)
+    for name in ("g++", "c++", "clang++"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
 
 
 def lscpu_model() -> str:
