@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional
 from .errors import DataError, UserError
 from .utils.io import atomic_write_json, atomic_write_text
 
-__all__ = ["PipelineConfig", "run_pipeline", "train_args", "SHORT", "FULL"]
+__all__ = ["PipelineConfig", "run_pipeline", "train_args", "for_this_machine", "SHORT", "FULL"]
 
 MODELS = (("a0", "A0", "RepVGG-A0"), ("qa-a0", "QA-A0", "QARepVGG-A0"))
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -85,6 +85,29 @@ class PipelineConfig:
     @property
     def recipe(self) -> Dict[str, Any]:
         return {**(FULL if self.full else SHORT), **self.schedule}
+
+
+def for_this_machine(recipe: Dict[str, Any], cuda: Optional[bool] = None) -> "tuple[Dict[str, Any], List[str]]":
+    """``recipe`` less the speed options that would slow CPU training down or fail here, and why each went.
+
+    On the CPU (``cuda`` False; default: whether PyTorch sees a GPU) ``amp: bf16`` is dropped where the CPU
+    has no native bf16 (emulated bf16 is ~20x slower than FP32) and ``compile`` where there is no C++
+    compiler (TorchInductor needs one). Accuracy does not depend on either.
+    """
+    from .utils.env import cpu_bf16_native, cxx_compiler
+
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    out, notes = dict(recipe), []
+    if not cuda and out.get("amp") == "bf16" and not cpu_bf16_native():
+        out["amp"] = None
+        notes.append("no --amp bf16: this CPU has no native bf16 (AVX512-BF16/AMX), where it is ~20x slower than FP32")
+    if not cuda and out.get("compile") and cxx_compiler() is None:
+        out["compile"] = False
+        notes.append("no --compile: no C++ compiler for TorchInductor's CPU kernels (install g++)")
+    return out, notes
 
 
 class _Stage:
@@ -160,7 +183,9 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         shutil.rmtree(out)
     for sub in ("train", "models", "engines", "eval", "bench"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    recipe = cfg.recipe
+    recipe, recipe_notes = for_this_machine(cfg.recipe)
+    for note in recipe_notes:
+        print(f"note: {note}", flush=True)
     commands: List[str] = []
     env = dict(os.environ)
     stage = _Stage(6)
@@ -257,7 +282,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
 
     # ------------------------------------------------------------------ report
     t = stage.start("report")
-    report = _write_report(out, cfg, recipe, acc, onnx_files, bench_dirs, trt_reason, engines, commands, stage,
+    report = _write_report(out, cfg, recipe, recipe_notes, acc, onnx_files, bench_dirs, trt_reason, engines, commands, stage,
                            time.perf_counter() - t_start)
     stage.done("report", t)
     print(f"\nreport: {report}  ({time.perf_counter() - t_start:.0f} s in all)")
@@ -292,7 +317,7 @@ def _plot_accuracy(acc: Dict[str, Dict[str, Any]], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _write_report(out: Path, cfg: PipelineConfig, recipe: Dict[str, Any], acc, onnx_files, bench_dirs, trt_reason,
+def _write_report(out: Path, cfg: PipelineConfig, recipe: Dict[str, Any], recipe_notes: List[str], acc, onnx_files, bench_dirs, trt_reason,
                   engines, commands, stage: _Stage, total_s: float) -> Path:
     from .utils.env import environment
 
@@ -312,7 +337,7 @@ def _write_report(out: Path, cfg: PipelineConfig, recipe: Dict[str, Any], acc, o
         "",
         f"Schedule: {'full' if cfg.full else 'short'} (`repvgg-train {' '.join(train_args(recipe))}`), "
         f"Fashion-MNIST {cfg.subset or 60000:,} train / {cfg.eval_limit or 10000:,} test images, "
-        f"1x{size}x{size}.",
+        f"1x{size}x{size}." + "".join(f" Here {n}." for n in recipe_notes),
         "",
         f"## Accuracy ({cfg.eval_limit or 10000:,} test images)",
         "",

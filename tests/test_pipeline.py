@@ -36,6 +36,23 @@ def test_schedules_are_real_repvgg_train_flags():
         train_args({"epochs": 3, "optimizer": "adam"})
 
 
+def test_full_schedule_drops_the_speed_options_this_cpu_cannot_use(monkeypatch, tmp_path):
+    from repvgg_deploy.pipeline import for_this_machine
+    from repvgg_deploy.utils.env import cpu_bf16_native
+
+    recipe = {"epochs": 3, "amp": "bf16", "compile": True, "channels_last": True}
+    assert for_this_machine(recipe, cuda=True) == (recipe, [])  # a GPU computes bf16 and compiles with nvcc/triton
+    got, notes = for_this_machine(recipe, cuda=False)
+    assert got["channels_last"] and got["epochs"] == 3
+    assert (got["amp"] == "bf16") == cpu_bf16_native()
+    assert any("native bf16" in n for n in notes) == (not cpu_bf16_native())
+    monkeypatch.setenv("PATH", str(tmp_path))  # a machine without g++/c++/clang++
+    monkeypatch.delenv("CXX", raising=False)
+    got, notes = for_this_machine(recipe, cuda=False)
+    assert got["compile"] is False and any("C++ compiler" in n for n in notes)
+    assert recipe["compile"] is True  # the schedule itself is not changed
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not has_fashion, reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
 def test_tiny_pipeline_end_to_end_and_reuse(tmp_path):
