@@ -29,7 +29,9 @@ __all__ = ["PipelineConfig", "run_pipeline", "train_args", "for_this_machine", "
 MODELS = (("a0", "A0", "RepVGG-A0"), ("qa-a0", "QA-A0", "QARepVGG-A0"))
 PRECISIONS = ("fp32", "fp16", "int8")
 
-# The short schedule fits the 15-minute budget on a 2-core CPU; the full one is the paper's recipe
+# The short schedule fits the 15-minute budget on the 2-core AVX-512 EPYC (11 min 17 s; on an AVX2-only
+# EPYC it took 21 min, docs/results/pipeline-avx2.md; one epoch would fit there but left INT8 QA-A0 0.52
+# points below FP32, outside the 0.5-point target); the full one is the paper's recipe
 # (120 epochs, EMA 0.9998 whose BN statistics the trainer recomputes before evaluating it) that
 # the training issue's accuracy target asks for, in bf16 autocast + channels-last (1.48x FP32's
 # speed on the AVX-512 BF16 CPU it was measured on; docs/results/training-cpu.md). It reached
@@ -200,7 +202,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
 
     # ------------------------------------------------------------------ train
     t = stage.start(f"train RepVGG-A0 and QARepVGG-A0 ({'full' if cfg.full else 'short'} schedule: "
-                    f"{recipe['epochs']} epochs, batch {recipe['batch_size']})")
+                    f"{recipe['epochs']} epoch{'s' if recipe['epochs'] != 1 else ''}, batch {recipe['batch_size']})")
     ckpts: Dict[str, Path] = {}
     for key, arch, _label in MODELS:
         run_dir = out / "train" / key
