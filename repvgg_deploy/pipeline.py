@@ -96,7 +96,7 @@ def for_this_machine(recipe: Dict[str, Any], cuda: Optional[bool] = None) -> "tu
 
     On the CPU (``cuda`` False; default: whether PyTorch sees a GPU) ``amp: bf16`` is dropped where the CPU
     has no native bf16 (emulated bf16 is ~12x slower than FP32) and ``compile`` where there is no C++
-    compiler (TorchInductor needs one). Accuracy does not depend on either.
+    compiler (TorchInductor needs one). Both are speed options: FP32 instead of bf16 changes only the rounding.
     """
     from .utils.env import cpu_bf16_native, cxx_compiler
 
