@@ -105,10 +105,12 @@ def for_this_machine(recipe: Dict[str, Any], cuda: Optional[bool] = None) -> "tu
 
         cuda = torch.cuda.is_available()
     out, notes = dict(recipe), []
-    if not cuda and out.get("amp") == "bf16" and not cpu_bf16_native():
+    if cuda:
+        return out, notes
+    if out.get("amp") == "bf16" and not cpu_bf16_native():
         out["amp"] = None
         notes.append("no --amp bf16: this CPU has no native bf16 (AVX512-BF16/AMX), where it is ~12x slower than FP32")
-    if not cuda and out.get("compile") and cxx_compiler() is None:
+    if out.get("compile") and cxx_compiler() is None:
         out["compile"] = False
         notes.append("no --compile: no C++ compiler for TorchInductor's CPU kernels (install g++)")
     return out, notes

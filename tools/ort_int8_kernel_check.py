@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import onnxruntime as ort
 
+from repvgg_deploy.backend.onnxrt.runner import session_from_onnx
 from repvgg_deploy.quantize.int8 import load_calibration_images
 
 
-def top1(path: str, x: np.ndarray, level: "ort.GraphOptimizationLevel") -> np.ndarray:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = level
-    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+def top1(path: str, x: np.ndarray, optimization: str) -> np.ndarray:
+    s = session_from_onnx(path, optimization=optimization)
     name = s.get_inputs()[0].name
     return np.concatenate([s.run(None, {name: x[i:i + 100]})[0] for i in range(0, len(x), 100)]).argmax(1)
 
@@ -34,9 +32,8 @@ def main() -> None:
     args = p.parse_args()
     x = load_calibration_images("fashion-mnist", 1000, (1, args.img_size, args.img_size), split="val", seed=1)
     x = x.astype(np.float32)
-    ref = top1(args.fp32, x, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-    for label, level in (("int8 kernels (ORT_ENABLE_ALL)", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
-                         ("Q/DQ simulated in FP32 (ORT_DISABLE_ALL)", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)):
+    ref = top1(args.fp32, x, "all")
+    for label, level in (("int8 kernels (ORT_ENABLE_ALL)", "all"), ("Q/DQ simulated in FP32 (ORT_DISABLE_ALL)", "disable")):
         print(f"{label}: top-1 agreement with FP32 {100 * (top1(args.int8, x, level) == ref).mean():.1f} %")
 
 
