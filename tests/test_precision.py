@@ -72,6 +72,50 @@ def test_int8_qdq_form_and_bound(tmp_path, fp32_onnx, method):
     assert _rel(ref, got) <= INT8_RTOL
 
 
+@pytest.fixture(scope="module")
+def int8_onnx(tmp_path_factory, fp32_onnx):
+    return to_int8_onnx(fp32_onnx, tmp_path_factory.mktemp("int8") / "qa-a0-int8.onnx", calib=_images(64, seed=1))
+
+
+def _session_out(path, x, **kw):
+    from repvgg_deploy.backend.onnxrt import session_from_onnx
+
+    s = session_from_onnx(path, **kw)
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+def test_x64_quant_precision_kernels_follow_the_simulated_qdq(int8_onnx):
+    # ORT_DISABLE_ALL runs DequantizeLinear -> FP32 Conv -> QuantizeLinear: the quantization itself, no int8 kernel.
+    # With session.x64quantprecision the int8 kernels must stay near it on any CPU (0.11 measured on an AVX2 EPYC:
+    # integer requantization rounds differently over 22 layers); without it, on a CPU without VNNI, 0.30 there.
+    x = _images(64, seed=2)
+    simulated = _session_out(int8_onnx, x, optimization="disable")
+    assert _rel(simulated, _session_out(int8_onnx, x, x64_quant_precision=True)) <= 0.15
+
+
+@pytest.mark.skipif(not __import__("repvgg_deploy.utils.env", fromlist=["x"]).cpu_int8_saturates(),
+                    reason="this CPU has VNNI (or is not x86): ONNX Runtime's u8s8 int8 kernels do not saturate here")
+def test_u8s8_kernels_saturate_without_vnni_and_auto_avoids_them(int8_onnx):
+    x = _images(64, seed=2)
+    simulated = _session_out(int8_onnx, x, optimization="disable")
+    exact = _rel(simulated, _session_out(int8_onnx, x, x64_quant_precision=True))
+    fast = _rel(simulated, _session_out(int8_onnx, x, x64_quant_precision=False))
+    assert fast > 1.5 * exact  # 0.30 against 0.11 on an AVX2 EPYC
+    assert _rel(simulated, _session_out(int8_onnx, x)) == exact  # the default (auto) picks the exact kernels here
+    assert OnnxrtRunner(int8_onnx).x64_quant_precision is True
+
+
+def test_cpu_int8_saturates_reads_the_cpu_flags():
+    from repvgg_deploy.utils.env import cpu_int8_saturates
+
+    assert cpu_int8_saturates({"sse4_1", "avx2", "fma"}, machine="x86_64")  # AVX2 only (Zen 3, Haswell..Coffee Lake)
+    assert cpu_int8_saturates({"avx2", "avx512f", "avx512bw"}, machine="x86_64")  # AVX-512 without VNNI (Skylake-SP)
+    assert not cpu_int8_saturates({"avx2", "avx512f", "avx512_vnni"}, machine="x86_64")
+    assert not cpu_int8_saturates({"avx2", "avx_vnni"}, machine="x86_64")  # Alder Lake's VEX-encoded VNNI
+    assert not cpu_int8_saturates({"asimd", "asimddp"}, machine="aarch64")
+    assert not cpu_int8_saturates(set(), machine="x86_64")  # flags unknown: leave ONNX Runtime's default
+
+
 def test_qdq_report_catches_a_plain_model(fp32_onnx):
     problems = qdq_report(onnx.load(str(fp32_onnx)))["problems"]
     assert len(problems) == 44 and "has no DequantizeLinear" in problems[0]

@@ -256,10 +256,12 @@ class OrtTarget(Target):
     backend = "ort"
 
     def __init__(self, device: str, threads: Optional[int], spec: Optional[ModelSpec] = None,
-                 path: Optional[Path] = None, img_size: Optional[int] = None, workdir: Optional[Path] = None) -> None:
+                 path: Optional[Path] = None, img_size: Optional[int] = None, workdir: Optional[Path] = None,
+                 x64_quant_precision: Optional[bool] = None) -> None:
         super().__init__()
         if (spec is None) == (path is None):
             raise ValueError("OrtTarget needs a spec or a path")
+        self.x64_quant_precision = x64_quant_precision
         self.device = device
         self.threads = threads
         self.spec = spec
@@ -291,7 +293,8 @@ class OrtTarget(Target):
             self.proto = export_onnx(model, self.path, img_size=self.img_size, batch=None, fuse=self.spec.fused,
                                      metadata={"bench_model": self.spec.key})
             del model
-        self.runner = OnnxrtRunner(str(self.path), providers=providers, threads=self.threads)
+        self.runner = OnnxrtRunner(str(self.path), providers=providers, threads=self.threads,
+                                   x64_quant_precision=self.x64_quant_precision)
         self.input_shape = list(self.runner.input_shape)
         if self.runner.input_type == "tensor(float16)":
             self.precision = "fp16"
@@ -323,6 +326,14 @@ class OrtTarget(Target):
 
     def flops_source(self):
         return self.proto if self.proto is not None else self.path
+
+    @property
+    def options(self) -> str:
+        """``x64quantprecision`` where an INT8 file runs on ONNX Runtime's u8u8 kernels (see ``session_from_onnx``)."""
+        from ..backend.onnxrt import resolve_x64_quant_precision
+
+        on = self.runner.x64_quant_precision if self.runner is not None else resolve_x64_quant_precision(self.x64_quant_precision)
+        return "x64quantprecision" if on and self.precision == "int8" and self.device == "cpu" else ""
 
     def case(self, batch: int) -> Case:
         b = self.input_shape[0] if self.input_shape else None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..errors import MissingDependency, UserError
-from .common import nonneg_float, parse_ints, positive_float, positive_int, run_main
+from .common import add_ort_int8_arg, nonneg_float, parse_ints, positive_float, positive_int, run_main, x64_quant_precision
 
 PROG = "repvgg-bench"
 
@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cuda-graphs", action="store_true", help="capture and replay CUDA graphs (torch and TensorRT, CUDA only)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--compile-mode", default=None, help="torch.compile mode (default, reduce-overhead, max-autotune ...)")
+    g = p.add_argument_group("ONNX Runtime options")
+    add_ort_int8_arg(g)
     g = p.add_argument_group("method")
     g.add_argument("--duration", type=positive_float, default=2.0, help="seconds per measurement window (default 2)")
     g.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds per case (default 3)")
@@ -232,7 +234,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 t = B.TorchTarget(spec, device, prec, img, channels_last=args.channels_last, cuda_graphs=args.cuda_graphs,
                                   compile=args.compile, compile_mode=args.compile_mode, threads=threads)
             elif backend == "ort":
-                t = B.OrtTarget(device, threads, spec=spec, img_size=img, workdir=work)
+                t = B.OrtTarget(device, threads, spec=spec, img_size=img, workdir=work, x64_quant_precision=x64_quant_precision(args))
             else:
                 t = B.TrtTarget(spec=spec, precision=prec, img_size=img, batches=batches, cuda_graphs=args.cuda_graphs,
                                 workdir=work)
@@ -261,7 +263,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     note = "ONNX files run on ONNX Runtime's CPU provider (onnxruntime-gpu is not installed)"
                     if note not in notes:
                         notes.append(note)
-                t = B.OrtTarget(ort_dev, threads, path=f.path, img_size=args.img_size)
+                t = B.OrtTarget(ort_dev, threads, path=f.path, img_size=args.img_size,
+                                x64_quant_precision=x64_quant_precision(args))
             plan.append(PlanItem(t, f.path.name, str(f.path), None, list(args.batch) if args.batch else None))
         if args.precision:
             notes.append("--precision does not apply to files: each runs in its own precision")

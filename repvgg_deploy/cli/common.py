@@ -83,6 +83,18 @@ def parse_ints(text: str) -> List[int]:
     return values
 
 
+def add_ort_int8_arg(group) -> None:
+    """``--x64-quant-precision``, ONNX Runtime's ``session.x64quantprecision``, for commands that run ONNX files."""
+    group.add_argument("--x64-quant-precision", choices=("auto", "on", "off"), default="auto",
+                       help="ONNX Runtime's u8u8 int8 kernels instead of u8s8, which saturate on x86 CPUs without VNNI "
+                            "(auto, the default: on exactly on such CPUs; it changes nothing for FP32/FP16 files)")
+
+
+def x64_quant_precision(args: argparse.Namespace) -> Optional[bool]:
+    """``--x64-quant-precision`` as :func:`~repvgg_deploy.backend.onnxrt.session_from_onnx` takes it (auto: None)."""
+    return {"auto": None, "on": True, "off": False}[getattr(args, "x64_quant_precision", "auto")]
+
+
 def add_model_args(parser: argparse.ArgumentParser, arch_required: bool = False) -> argparse._ArgumentGroup:
     g = parser.add_argument_group("model")
     g.add_argument("--arch", required=arch_required,

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any, Dict, Optional, Sequence
 
-from .common import nonneg_int, positive_int, run_main
+from .common import add_ort_int8_arg, nonneg_int, positive_int, run_main, x64_quant_precision
 
 PROG = "repvgg-eval"
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     o = p.add_argument_group("ONNX")
     o.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+    add_ort_int8_arg(o)
     c = p.add_argument_group("comparison")
     c.add_argument("--compare-with", default=None, metavar="OTHER",
                    help="also evaluate OTHER (checkpoint or .onnx) on the same images and report the fraction of identical predictions")
@@ -55,6 +56,8 @@ def _line(r: Dict[str, Any]) -> str:
     what = f"{r.get('arch') or '?'} {r['format']}" + (" (fused)" if r["format"] == "checkpoint" and r.get("fused") else "")
     if r.get("bn_recalibrated_batches"):
         what += f", BN recomputed on {r['bn_recalibrated_batches']} batches"
+    if r.get("precision") == "int8" and r.get("ort_x64_quant_precision"):
+        what += ", u8u8 int8 kernels (x64quantprecision)"
     skipped = f", {r['skipped']} unreadable skipped" if r.get("skipped") else ""
     return (f"{r['model']}: top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  loss {r['loss']:.4f}  "
             f"(n={r['n']}{skipped}, {r['data']} val {r['img_size']}x{r['img_size']}, {what}, "
@@ -70,7 +73,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError("--min-agreement needs --compare-with")
     common = dict(data=args.data, data_dir=args.data_dir, download=args.download, batch_size=args.batch_size,
                   limit=args.limit, img_size=args.img_size, workers=args.workers, threads=args.threads,
-                  device=args.device, return_predictions=bool(args.compare_with))
+                  x64_quant_precision=x64_quant_precision(args), device=args.device, return_predictions=bool(args.compare_with))
     result = evaluate(args.model, arch=args.arch, use_ema=args.use_ema, fuse=args.fuse,
                       recalibrate_bn=args.recalibrate_bn, **common)
     other = None

@@ -105,6 +105,7 @@ def quantize_int8(
     method: str = DEFAULT_METHOD,
     percentile: float = DEFAULT_PERCENTILE,
     op_types: Sequence[str] = ("Conv", "Gemm"),
+    reduce_range: bool = False,
 ) -> onnx.ModelProto:
     """Q/DQ INT8 copy of an FP32 model, calibrated on ``images`` (N, C, H, W float32, pre-processed)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -157,7 +158,7 @@ def quantize_int8(
                     quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(op_types),
                     per_channel=True,
-                    reduce_range=False,
+                    reduce_range=reduce_range,
                     activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8,
                     calibrate_method=calib,

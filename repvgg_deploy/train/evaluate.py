@@ -213,8 +213,12 @@ def evaluate_onnx(
     providers: Optional[Sequence[str]] = None,
     workers: int = 0,
     return_predictions: bool = False,
+    x64_quant_precision: Optional[bool] = None,
 ) -> Dict[str, Any]:
     """Accuracy of an exported ONNX file with ONNX Runtime (CPU unless ``providers`` says otherwise).
+
+    ``x64_quant_precision`` (default: on where the CPU's fast int8 kernels saturate) is passed to
+    :func:`~repvgg_deploy.backend.onnxrt.session_from_onnx` and recorded in the result.
 
     Image size, channels, mean/std, class count and (by default) the data set come from the
     file's metadata (written by ``repvgg-export``). A static batch axis is honoured by
@@ -231,7 +235,7 @@ def evaluate_onnx(
     except Exception as e:
         raise UserError(f"{path}: not a readable ONNX file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     meta = get_metadata(proto)
-    runner = OnnxrtRunner(path, providers=providers, threads=threads)
+    runner = OnnxrtRunner(path, providers=providers, threads=threads, x64_quant_precision=x64_quant_precision)
     dims = runner.input_shape
     in_chans = int(meta.get("in_chans") or (dims[1] if isinstance(dims[1], int) else 3))
     size = img_size or meta.get("img_size") or (dims[2] if isinstance(dims[2], int) else None)
@@ -259,7 +263,7 @@ def evaluate_onnx(
     out = evaluate_model(nn.Identity(), batches(), "cpu", return_predictions=return_predictions)
     out.update({"model": str(path), "format": "onnx", "arch": meta.get("arch"), "fused": bool(meta.get("fused", True)),
                 "precision": meta.get("precision", "fp32"), "data": info.name, "img_size": int(size or info.img_size),
-                "skipped": int(getattr(loader, "skipped", 0))})
+                "skipped": int(getattr(loader, "skipped", 0)), "ort_x64_quant_precision": runner.x64_quant_precision})
     return out
 
 
@@ -272,6 +276,6 @@ def evaluate(path: PathLike, **kwargs: Any) -> Dict[str, Any]:
         for k in ("arch", "device", "use_ema", "fuse", "amp", "recalibrate_bn"):
             kwargs.pop(k, None)
         return evaluate_onnx(path, **kwargs)
-    kwargs.pop("threads", None)
-    kwargs.pop("providers", None)
+    for k in ("threads", "providers", "x64_quant_precision"):
+        kwargs.pop(k, None)
     return evaluate_checkpoint(path, **kwargs)  # read_checkpoint says "checkpoint not found" itself

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from typing import Dict, FrozenSet, Iterable, Optional
 
-__all__ = ["versions", "cpu_model", "cpu_flags", "cpu_bf16_native", "cxx_compiler", "lscpu_model", "loadavg", "environment", "now_iso"]
+__all__ = ["versions", "cpu_model", "cpu_flags", "cpu_bf16_native", "cpu_int8_saturates", "cxx_compiler", "lscpu_model", "loadavg", "environment", "now_iso"]
 
 _PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-graphsurgeon", "onnxscript",
              "numpy", "tensorrt", "cuda-python", "repvgg-deploy")
@@ -65,6 +65,24 @@ def cpu_bf16_native(flags: Optional[Iterable[str]] = None) -> bool:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except Exception:
         return False
+
+
+def cpu_int8_saturates(flags: Optional[Iterable[str]] = None, machine: Optional[str] = None) -> bool:
+    """Whether ONNX Runtime's fast u8s8 int8 kernels can saturate on this CPU: x86-64 without VNNI.
+
+    There they multiply with ``vpmaddubsw``, which adds two u8 x s8 products into a saturating
+    int16; VNNI (AVX512-VNNI, AVX-VNNI) and AMX-INT8 accumulate in int32 and cannot overflow.
+    Measured on an AVX2-only EPYC: a short-schedule QARepVGG-A0 in Q/DQ INT8 scored 70.52 % with
+    those kernels, 78.45 % with ONNX Runtime's ``session.x64quantprecision`` (u8u8 kernels) and
+    78.37 % in FP32 (docs/results/pipeline-avx2.md). Not x86, or flags unknown: False.
+    """
+    arch = (machine or platform.machine()).lower()
+    if arch not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    f = frozenset(cpu_flags() if flags is None else flags)
+    if not f:
+        return False
+    return not (f & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def cxx_compiler() -> Optional[str]:

@@ -1,4 +1,4 @@
 """ONNX Runtime backend: session loader and runner."""
-from .runner import OnnxrtRunner, available_providers, session_from_onnx
+from .runner import OnnxrtRunner, available_providers, resolve_x64_quant_precision, session_from_onnx
 
-__all__ = ["OnnxrtRunner", "session_from_onnx", "available_providers"]
+__all__ = ["OnnxrtRunner", "session_from_onnx", "available_providers", "resolve_x64_quant_precision"]
