@@ -53,6 +53,38 @@ def test_full_schedule_drops_the_speed_options_this_cpu_cannot_use(monkeypatch, 
     assert recipe["compile"] is True  # the schedule itself is not changed
 
 
+def test_lanes_split_the_cores_on_a_cpu():
+    from repvgg_deploy.pipeline import lanes
+
+    assert lanes(cuda=False, cores=2) == (2, 1)
+    assert lanes(cuda=False, cores=16) == (2, 8)
+    assert lanes(cuda=False, cores=1) == (1, None)
+    assert lanes(cuda=True, cores=16) == (1, None)  # one GPU: one training at a time
+    assert lanes(jobs=1, cuda=False, cores=2) == (1, None)  # --jobs 1: the old one-after-the-other
+    assert lanes(jobs=3, cuda=False, cores=12) == (3, 4)
+    assert lanes(threads=2, cuda=False, cores=2) == (2, 2)  # the user's --threads wins over the split
+
+
+def test_side_by_side_keeps_order_prefixes_output_and_reports_the_failure(capsys):
+    import sys
+
+    from repvgg_deploy.errors import UserError
+    from repvgg_deploy.pipeline import _run_side_by_side
+
+    slow = [sys.executable, "-c", "import time; time.sleep(0.5); print('slow done')"]
+    fast = [sys.executable, "-c", "print('fast done')"]
+    commands = []
+    results = _run_side_by_side([("slow", slow), ("fast", fast)], commands, jobs=2, capture=True)
+    assert [r.stdout.strip() for r in results] == ["slow done", "fast done"]  # the order asked for, not of finishing
+    assert len(commands) == 2 and "time.sleep(0.5)" in commands[0] and "fast done" in commands[1]
+    _run_side_by_side([("slow", slow), ("fast", fast)], [], jobs=2)
+    out = capsys.readouterr().out
+    assert "[slow] slow done" in out and "[fast] fast done" in out
+    bad = [sys.executable, "-c", "import sys; sys.exit('no such file: x.pth')"]
+    with pytest.raises(UserError, match=r"step failed \(exit 1\): .*sys.exit.*: no such file: x.pth"):
+        _run_side_by_side([("fast", fast), ("bad", bad)], [], jobs=2, capture=True)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not has_fashion, reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
 def test_tiny_pipeline_end_to_end_and_reuse(tmp_path):
@@ -62,6 +94,8 @@ def test_tiny_pipeline_end_to_end_and_reuse(tmp_path):
     r = run_cli(*args, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "[6/6] report" in r.stdout and "$ repvgg-train" in r.stdout and "$ repvgg-export" in r.stdout
+    # on a CPU the two trainings run side by side, one thread each, their lines prefixed
+    assert "[a0] " in r.stdout and "[qa-a0] " in r.stdout and "2 commands at once, 1 thread each" in r.stdout
     report = json.loads((out / "report.json").read_text())
     for key in ("a0", "qa-a0"):
         for prec in ("pytorch", "fp32", "fp16", "int8"):
@@ -71,6 +105,7 @@ def test_tiny_pipeline_end_to_end_and_reuse(tmp_path):
         assert report["accuracy"][f"{key}/fp32"]["top1"] == report["accuracy"][f"{key}/pytorch"]["top1"]
         assert report["accuracy"][f"{key}/fp32"]["agreement"] == 1.0
     text = (out / "report.md").read_text()
+    assert "ran 2 side by side, 1 thread each" in text
     assert "| RepVGG-A0 |" in text and "| QARepVGG-A0 |" in text and (out / "accuracy.png").stat().st_size > 0
     for name in ("a0", "a0-fp16", "a0-int8", "qa-a0", "qa-a0-fp16", "qa-a0-int8"):
         assert (out / "models" / f"{name}.onnx").exists()

@@ -29,7 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", type=positive_int, help="train on the first N training images (quick tries)")
     p.add_argument("--eval-limit", type=positive_int, help="evaluate on the first N test images")
     p.add_argument("--no-bench", action="store_true", help="skip the speed measurements")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for training, evaluation and benchmarks")
+    p.add_argument("--threads", type=positive_int, help="CPU threads of each training, evaluation and benchmark command")
+    p.add_argument("--jobs", type=positive_int,
+                   help="training and evaluation commands run at once (default: 2 on a CPU with 2+ cores, each with "
+                        "half the cores; 1 with a GPU)")
     return p
 
 
@@ -38,7 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     args = build_parser().parse_args(argv)
     cfg = PipelineConfig(out=args.out, full=args.full, fresh=args.fresh, data_dir=args.data_dir,
-                         calib_images=args.calib_images, bench=not args.no_bench, threads=args.threads,
+                         calib_images=args.calib_images, bench=not args.no_bench, threads=args.threads, jobs=args.jobs,
                          subset=args.subset, eval_limit=args.eval_limit,
                          schedule={"epochs": args.epochs} if args.epochs else {})
     run_pipeline(cfg)
