@@ -107,7 +107,11 @@ def quantize_int8(
     op_types: Sequence[str] = ("Conv", "Gemm"),
     reduce_range: bool = False,
 ) -> onnx.ModelProto:
-    """Q/DQ INT8 copy of an FP32 model, calibrated on ``images`` (N, C, H, W float32, pre-processed)."""
+    """Q/DQ INT8 copy of an FP32 model, calibrated on ``images`` (N, C, H, W float32, pre-processed).
+
+    ``reduce_range``: 7-bit weights (ONNX Runtime's option; not TensorRT's form and not needed for
+    ONNX Runtime either, whose u8u8 kernels avoid the saturation it is meant for: docs/precision.md).
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in CALIB_METHODS:
