@@ -105,6 +105,19 @@ def test_u8s8_kernels_saturate_without_vnni_and_auto_avoids_them(int8_onnx):
     assert OnnxrtRunner(int8_onnx).x64_quant_precision is True
 
 
+def test_reduce_range_gives_seven_bit_weights(fp32_onnx):
+    from onnx import numpy_helper
+
+    def weight_range(proto):
+        ints = [numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+        return min(int(a.min()) for a in ints), max(int(a.max()) for a in ints)
+
+    proto = onnx.load(str(fp32_onnx))
+    assert weight_range(quantize_int8(proto, _images(16))) == (-127, 127)  # per-channel symmetric: each channel's max hits 127
+    lo, hi = weight_range(quantize_int8(proto, _images(16), reduce_range=True))
+    assert -64 <= lo and hi <= 64
+
+
 def test_cpu_int8_saturates_reads_the_cpu_flags():
     from repvgg_deploy.utils.env import cpu_int8_saturates
 
