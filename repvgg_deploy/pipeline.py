@@ -165,17 +165,25 @@ def _cmd(name: str, *args: Any) -> List[str]:
     return [sys.executable, "-m", _CLI[name], *map(str, args)]
 
 
-def _run(cmd: List[Any], commands: List[str], capture: bool = False, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
-    cmd = [str(c) for c in cmd]
-    shown = " ".join(shlex.quote(c) for c in cmd)
+def _announce(cmd: List[Any], commands: List[str]) -> str:
+    """Print ``cmd`` as the user would type it (``repvgg-train ...``), add it to ``commands``, return that text."""
+    shown = " ".join(shlex.quote(str(c)) for c in cmd)
     shown = shown.replace(f"{shlex.quote(sys.executable)} -m ", "").replace("repvgg_deploy.cli.", "repvgg-")
     print(f"$ {shown}", flush=True)
     commands.append(shown)
-    r = subprocess.run(cmd, text=True, capture_output=capture, env=env)
+    return shown
+
+
+def _check(r: subprocess.CompletedProcess, shown: str, capture: bool) -> subprocess.CompletedProcess:
     if r.returncode != 0:
         tail = (r.stderr or "").strip().splitlines()[-1:] if capture else []
         raise UserError(f"step failed (exit {r.returncode}): {shown}" + (f": {tail[0]}" if tail else ""))
     return r
+
+
+def _run(cmd: List[Any], commands: List[str], capture: bool = False, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    shown = _announce(cmd, commands)
+    return _check(subprocess.run([str(c) for c in cmd], text=True, capture_output=capture, env=env), shown, capture)
 
 
 def _run_side_by_side(cmds: Sequence[Tuple[str, List[Any]]], commands: List[str], jobs: int, capture: bool = False,
@@ -198,21 +206,11 @@ def _run_side_by_side(cmds: Sequence[Tuple[str, List[Any]]], commands: List[str]
                 print(f"[{label}] {line}", end="", flush=True)
         return subprocess.CompletedProcess(cmd, proc.wait())
 
-    shown = []
-    for _label, cmd in cmds:
-        text = " ".join(shlex.quote(str(c)) for c in cmd)
-        text = text.replace(f"{shlex.quote(sys.executable)} -m ", "").replace("repvgg_deploy.cli.", "repvgg-")
-        print(f"$ {text}", flush=True)
-        commands.append(text)
-        shown.append(text)
+    shown = [_announce(cmd, commands) for _label, cmd in cmds]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(one, label, [str(c) for c in cmd]) for label, cmd in cmds]
         results = [f.result() for f in futures]
-    for text, r in zip(shown, results):
-        if r.returncode != 0:
-            tail = (r.stderr or "").strip().splitlines()[-1:] if capture else []
-            raise UserError(f"step failed (exit {r.returncode}): {text}" + (f": {tail[0]}" if tail else ""))
-    return results
+    return [_check(r, text, capture) for text, r in zip(shown, results)]
 
 
 def _check_data(data_dir: Optional[str]) -> Path:
