@@ -130,9 +130,10 @@ def lanes(jobs: Optional[int] = None, threads: Optional[int] = None, cuda: Optio
     On the CPU the two trainings (and the evaluations) run side by side with half the cores each:
     PyTorch's convolutions on these 32x32 images scale poorly from one thread to two, and two
     one-thread trainings of RepVGG-A0 and QA-A0 took 93 s against 136 s one after the other with two
-    threads (12,800 images each, 2-core AVX2 EPYC, 2026-12-01). With a GPU, or ``jobs`` given, or
-    one core, the commands run one at a time unless ``jobs`` says otherwise. ``threads`` (the user's
-    ``--threads``) wins over the split; ``None`` leaves each command its default (one per core).
+    threads (12,800 images each, 2-core AVX2 EPYC, 2026-12-01). With a GPU or one core they run one
+    at a time; ``jobs`` (the user's ``--jobs``) overrides both. ``threads`` (the user's
+    ``--threads``) is each command's, and only as many run at once as the cores hold; ``None`` splits the
+    cores between the lanes, or leaves a lone command its default (one thread per core).
     """
     cores = cores or os.cpu_count() or 1
     if jobs is None:
@@ -140,7 +141,8 @@ def lanes(jobs: Optional[int] = None, threads: Optional[int] = None, cuda: Optio
             import torch
 
             cuda = torch.cuda.is_available()
-        jobs = 1 if cuda or cores < 2 else 2
+        # two lanes (one per model) where the cores allow: with --threads T, as many as cores // T
+        jobs = 1 if cuda else max(1, min(2, cores // int(threads or 1)))
     jobs = max(1, int(jobs))
     if threads:
         return jobs, int(threads)

@@ -62,7 +62,10 @@ def test_lanes_split_the_cores_on_a_cpu():
     assert lanes(cuda=True, cores=16) == (1, None)  # one GPU: one training at a time
     assert lanes(jobs=1, cuda=False, cores=2) == (1, None)  # --jobs 1: the old one-after-the-other
     assert lanes(jobs=3, cuda=False, cores=12) == (3, 4)
-    assert lanes(threads=2, cuda=False, cores=2) == (2, 2)  # the user's --threads wins over the split
+    assert lanes(threads=1, cuda=False, cores=2) == (2, 1)
+    assert lanes(threads=2, cuda=False, cores=2) == (1, 2)  # --threads 2 on 2 cores: no room for a second lane
+    assert lanes(threads=4, cuda=False, cores=16) == (2, 4)
+    assert lanes(jobs=2, threads=2, cuda=False, cores=2) == (2, 2)  # --jobs is the user's to oversubscribe
 
 
 def test_side_by_side_keeps_order_prefixes_output_and_reports_the_failure(capsys):

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, help="CPU threads of each training, evaluation and benchmark command")
     p.add_argument("--jobs", type=positive_int,
                    help="training and evaluation commands run at once (default: 2 on a CPU with 2+ cores, each with "
-                        "half the cores; 1 with a GPU)")
+                        "half the cores, or with --threads T as many as cores // T, at most 2; 1 with a GPU)")
     return p
 
 
