@@ -270,9 +270,10 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     lane_args = ["--threads", str(lane_threads)] if lane_threads else []
     # side by side, PyTorch's own thread pool (a checkpoint's evaluation) keeps to its share of the cores too
     lane_env = {**env, "OMP_NUM_THREADS": str(lane_threads)} if jobs > 1 and lane_threads else env
-    if jobs > 1:
-        print(f"note: training and evaluation run {jobs} commands at once"
-              + (f", {lane_threads} thread{'s' if lane_threads != 1 else ''} each" if lane_threads else ""), flush=True)
+    side_by_side = (f"{jobs} side by side" + (f", {lane_threads} thread{'s' if lane_threads != 1 else ''} each"
+                                              if lane_threads else "")) if jobs > 1 else ""
+    if side_by_side:
+        print(f"note: training and evaluation commands run {side_by_side}", flush=True)
 
     t = stage.start(f"data: Fashion-MNIST found in {data_root}")
     stage.done("data", t)
@@ -337,9 +338,10 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     t = stage.start("accuracy of every artifact (repvgg-eval) and speed against ResNet-18/50 (repvgg-bench)")
     acc: Dict[str, Dict[str, Any]] = {}
     to_eval: List[Tuple[str, List[Any]]] = []
+    res_paths: Dict[str, Path] = {}
     for key, _arch, _label in MODELS:
         for prec, path in [("pytorch", ckpts[key])] + [(p, onnx_files[f"{key}/{p}"]) for p in PRECISIONS]:
-            res_path = out / "eval" / f"{key}-{prec}.json"
+            res_path = res_paths[f"{key}/{prec}"] = out / "eval" / f"{key}-{prec}.json"
             if res_path.exists() and res_path.stat().st_mtime >= path.stat().st_mtime:
                 acc[f"{key}/{prec}"] = json.loads(res_path.read_text())
                 continue
@@ -350,9 +352,8 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
                 cmd += ["--compare-with", onnx_files[f"{key}/fp32"]] if prec != "fp32" else ["--compare-with", ckpts[key]]
             to_eval.append((f"{key}/{prec}", cmd))
     for (name, _cmd_), r in zip(to_eval, _run_side_by_side(to_eval, commands, jobs, capture=True, env=lane_env)):
-        key, prec = name.split("/")
         acc[name] = json.loads(r.stdout)
-        atomic_write_json(out / "eval" / f"{key}-{prec}.json", acc[name])
+        atomic_write_json(res_paths[name], acc[name])
     for key, _arch, _label in MODELS:
         for prec in ("pytorch", *PRECISIONS):
             res = acc[f"{key}/{prec}"]
@@ -371,9 +372,8 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
 
     # ------------------------------------------------------------------ report
     t = stage.start("report")
-    if jobs > 1:
-        recipe_notes = [*recipe_notes, f"the trainings and evaluations ran {jobs} side by side"
-                        + (f", {lane_threads} thread{'s' if lane_threads != 1 else ''} each" if lane_threads else "")]
+    if side_by_side:
+        recipe_notes = [*recipe_notes, f"the trainings and evaluations ran {side_by_side}"]
     report = _write_report(out, cfg, recipe, recipe_notes, acc, onnx_files, bench_dirs, trt_reason, engines, commands, stage,
                            time.perf_counter() - t_start)
     stage.done("report", t)

@@ -98,7 +98,7 @@ def test_tiny_pipeline_end_to_end_and_reuse(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "[6/6] report" in r.stdout and "$ repvgg-train" in r.stdout and "$ repvgg-export" in r.stdout
     # on a CPU the two trainings run side by side, one thread each, their lines prefixed
-    assert "[a0] " in r.stdout and "[qa-a0] " in r.stdout and "2 commands at once, 1 thread each" in r.stdout
+    assert "[a0] " in r.stdout and "[qa-a0] " in r.stdout and "commands run 2 side by side, 1 thread each" in r.stdout
     report = json.loads((out / "report.json").read_text())
     for key in ("a0", "qa-a0"):
         for prec in ("pytorch", "fp32", "fp16", "int8"):
