@@ -107,6 +107,11 @@ def test_tiny_pipeline_end_to_end_and_reuse(tmp_path):
         # fused FP32 ONNX predicts exactly what the training-form checkpoint predicts
         assert report["accuracy"][f"{key}/fp32"]["top1"] == report["accuracy"][f"{key}/pytorch"]["top1"]
         assert report["accuracy"][f"{key}/fp32"]["agreement"] == 1.0
+        # FP16 and INT8 are compared with the FP32 ONNX's saved predictions, not by running it again
+        for prec in ("fp16", "int8"):
+            res = report["accuracy"][f"{key}/{prec}"]
+            assert 0 <= res["agreement"] <= 1 and res["compare"]["top1"] == report["accuracy"][f"{key}/fp32"]["top1"]
+    assert r.stdout.count("$ repvgg-eval") == 8  # each of the 8 artifacts once
     text = (out / "report.md").read_text()
     assert "ran 2 side by side, 1 thread each" in text
     assert "| RepVGG-A0 |" in text and "| QARepVGG-A0 |" in text and (out / "accuracy.png").stat().st_size > 0
@@ -115,5 +120,5 @@ def test_tiny_pipeline_end_to_end_and_reuse(tmp_path):
     # a second run reuses the checkpoints, ONNX files and evaluations
     r2 = run_cli(*args, timeout=900)
     assert r2.returncode == 0, r2.stderr[-2000:]
-    assert "$ repvgg-train" not in r2.stdout and "$ repvgg-export" not in r2.stdout
+    assert "$ repvgg-train" not in r2.stdout and "$ repvgg-export" not in r2.stdout and "$ repvgg-eval" not in r2.stdout
     assert r2.stdout.count("reusing") >= 8

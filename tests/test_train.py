@@ -244,7 +244,7 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(reference_run, tmp_path):
 
 @needs_fashion
 @pytest.mark.slow
-def test_train_export_eval_give_the_same_top1(reference_run, tmp_path):
+def test_train_export_eval_give_the_same_top1(reference_run, tmp_path, capsys):
     ref, _ = reference_run
     ckpt, onnx_path = ref / "best.pth", tmp_path / "a0.onnx"
     r = run_cli("repvgg-export", str(ckpt), "-o", str(onnx_path))
@@ -268,6 +268,29 @@ def test_train_export_eval_give_the_same_top1(reference_run, tmp_path):
     lc = evaluate_checkpoint(ckpt, limit=600, fuse=True)
     lo = evaluate_onnx(onnx_path, limit=600)
     assert lc["top1"] == lo["top1"] == jc["top1"] and lc["n"] == 600
+    # --save-predictions once, then --compare-with that file gives what comparing with the model gives
+    preds = tmp_path / "onnx.predictions.json"
+    capsys.readouterr()
+    assert eval_cli.cli([str(onnx_path), "--limit", "600", "--save-predictions", str(preds), "--json"]) == 0
+    saved_run = json.loads(capsys.readouterr().out)
+    assert "predictions" not in saved_run and saved_run["top1"] == jo["top1"]
+    doc = json.loads(preds.read_text())
+    assert doc["n"] == 600 and len(doc["predictions"]) == 600 and doc["top1"] == jo["top1"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    results = []
+    for other in (onnx_path, preds):
+        assert eval_cli.cli([str(ckpt), "--limit", "600", "--compare-with", str(other), "--json"]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0]["agreement"] == results[1]["agreement"] and results[0]["agreement"] >= 0.999
+    assert results[0]["compare"]["top1"] == results[1]["compare"]["top1"] == jo["top1"]
+    # a saved file of other images, or a file that is not one, is a one-line error
+    _one_line_error(capsys, eval_cli.cli([str(ckpt), "--limit", "300", "--compare-with", str(preds)]),
+                    "saw 600 images", "repvgg-eval")
+    (tmp_path / "other.json").write_text('{"top1": 1}')
+    _one_line_error(capsys, eval_cli.cli([str(ckpt), "--limit", "300", "--compare-with", str(tmp_path / "other.json")]),
+                    "not a predictions file", "repvgg-eval")
+    _one_line_error(capsys, eval_cli.cli([str(onnx_path), "--compare-with", str(preds), "--save-predictions", str(preds)]),
+                    "name the same file", "repvgg-eval")
 
 
 @needs_fashion

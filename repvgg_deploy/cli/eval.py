@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from .common import add_ort_int8_arg, nonneg_int, positive_int, run_main, x64_quant_precision
@@ -19,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Examples:\n"
             "  repvgg-eval runs/a0/best.pth --arch A0 --data fashion-mnist\n"
             "  repvgg-eval models/repvgg-a0.onnx --data fashion-mnist --json\n"
-            "  repvgg-eval runs/a0/best.pth --compare-with models/repvgg-a0.onnx --min-agreement 0.999"
+            "  repvgg-eval runs/a0/best.pth --compare-with models/repvgg-a0.onnx --min-agreement 0.999\n"
+            "  repvgg-eval models/repvgg-a0.onnx --save-predictions fp32.json     # once ...\n"
+            "  repvgg-eval models/repvgg-a0-int8.onnx --compare-with fp32.json    # ... then compare without re-running it"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -45,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_ort_int8_arg(o)
     c = p.add_argument_group("comparison")
     c.add_argument("--compare-with", default=None, metavar="OTHER",
-                   help="also evaluate OTHER (checkpoint or .onnx) on the same images and report the fraction of identical predictions")
+                   help="also evaluate OTHER (checkpoint or .onnx) on the same images and report the fraction of identical "
+                        "predictions; OTHER may also be a .json file of --save-predictions, which is read instead of run")
+    c.add_argument("--save-predictions", default=None, metavar="FILE",
+                   help="write the result with every image's top-1 prediction to FILE (JSON), for a later --compare-with")
     c.add_argument("--min-agreement", type=float, default=None,
                    help="with --compare-with: exit 1 when the agreement is below this fraction (e.g. 0.999)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout (top1 and top5 in percent, n, ...)")
@@ -67,19 +73,33 @@ def _line(r: Dict[str, Any]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from ..errors import UserError
-    from ..train.evaluate import evaluate, prediction_agreement
+    from ..train.evaluate import evaluate, load_predictions, prediction_agreement, save_predictions
 
     if args.min_agreement is not None and not args.compare_with:
         raise UserError("--min-agreement needs --compare-with")
+    if args.save_predictions and args.compare_with and Path(args.save_predictions).resolve() == Path(args.compare_with).resolve():
+        raise UserError(f"--save-predictions and --compare-with name the same file: {args.compare_with}")
     common = dict(data=args.data, data_dir=args.data_dir, download=args.download, batch_size=args.batch_size,
                   limit=args.limit, img_size=args.img_size, workers=args.workers, threads=args.threads,
-                  x64_quant_precision=x64_quant_precision(args), device=args.device, return_predictions=bool(args.compare_with))
+                  x64_quant_precision=x64_quant_precision(args), device=args.device,
+                  return_predictions=bool(args.compare_with or args.save_predictions))
     result = evaluate(args.model, arch=args.arch, use_ema=args.use_ema, fuse=args.fuse,
                       recalibrate_bn=args.recalibrate_bn, **common)
+    if args.save_predictions:
+        save_predictions(result, args.save_predictions)
+        if not args.compare_with:
+            result.pop("predictions")
     other = None
     if args.compare_with:
-        common["data"] = args.data or result["data"]  # the same images as the first model's
-        other = evaluate(args.compare_with, **common)
+        if args.compare_with.lower().endswith(".json"):
+            other = load_predictions(args.compare_with)
+            for k in ("data", "img_size"):
+                if other.get(k) != result[k]:
+                    raise UserError(f"{args.compare_with} holds predictions for {k} {other.get(k)!r}, {args.model} was "
+                                    f"evaluated with {result[k]!r}: not comparable")
+        else:
+            common["data"] = args.data or result["data"]  # the same images as the first model's
+            other = evaluate(args.compare_with, **common)
         if other["n"] != result["n"]:
             raise UserError(f"{args.compare_with} saw {other['n']} images, {args.model} {result['n']}: not comparable")
         result["agreement"] = prediction_agreement(result.pop("predictions"), other.pop("predictions"))

@@ -11,6 +11,7 @@ the fused model's float rounding; :func:`prediction_agreement` measures that.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -21,11 +22,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
-from ..utils.io import existing_file
+from ..utils.io import atomic_write_text, existing_file
 from .distributed import all_reduce_sum
 
 __all__ = ["evaluate_model", "evaluate_checkpoint", "evaluate_onnx", "evaluate", "prediction_agreement",
-           "autocast_for"]
+           "save_predictions", "load_predictions", "autocast_for"]
 
 PathLike = Union[str, Path]
 
@@ -100,6 +101,32 @@ def prediction_agreement(a: Sequence[int], b: Sequence[int]) -> float:
     if not len(a):
         return float("nan")
     return float(np.mean(np.asarray(a) == np.asarray(b)))
+
+
+PREDICTIONS_KEY, PREDICTIONS_VERSION = "repvgg_eval_predictions", 1  # marks a --save-predictions file
+
+
+def save_predictions(result: Dict[str, Any], path: PathLike) -> None:
+    """Write an evaluation result with its per-image top-1 predictions (``evaluate(...,
+    return_predictions=True)``) to a JSON file, atomically; :func:`load_predictions` reads it back."""
+    if "predictions" not in result:
+        raise ValueError("the result has no predictions: evaluate with return_predictions=True")
+    atomic_write_text(path, json.dumps({PREDICTIONS_KEY: PREDICTIONS_VERSION, **result}) + "\n")
+
+
+def load_predictions(path: PathLike) -> Dict[str, Any]:
+    """The result written by :func:`save_predictions` (``repvgg-eval --save-predictions``)."""
+    path = existing_file(path, "predictions file", "a predictions file")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not a predictions file of repvgg-eval --save-predictions ({e})") from None
+    if (not isinstance(doc, dict) or doc.get(PREDICTIONS_KEY) != PREDICTIONS_VERSION
+            or not isinstance(doc.get("predictions"), list) or len(doc["predictions"]) != doc.get("n")):
+        raise UserError(f"{path}: not a predictions file of repvgg-eval --save-predictions "
+                        f"({PREDICTIONS_KEY}: {PREDICTIONS_VERSION} and n predictions)")
+    doc.pop(PREDICTIONS_KEY)
+    return doc
 
 
 def _checkpoint_meta(path: Path) -> Dict[str, Any]:
