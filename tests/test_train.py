@@ -283,6 +283,7 @@ def test_train_export_eval_give_the_same_top1(reference_run, tmp_path, capsys):
         results.append(json.loads(capsys.readouterr().out))
     assert results[0]["agreement"] == results[1]["agreement"] and results[0]["agreement"] >= 0.999
     assert results[0]["compare"]["top1"] == results[1]["compare"]["top1"] == jo["top1"]
+    assert results[1]["compare"]["read_from"] == str(preds) and "read_from" not in results[0]["compare"]
     # a saved file of other images, or a file that is not one, is a one-line error
     _one_line_error(capsys, eval_cli.cli([str(ckpt), "--limit", "300", "--compare-with", str(preds)]),
                     "saw 600 images", "repvgg-eval")

@@ -65,9 +65,10 @@ def _line(r: Dict[str, Any]) -> str:
     if r.get("precision") == "int8" and r.get("ort_x64_quant_precision"):
         what += ", u8u8 int8 kernels (x64quantprecision)"
     skipped = f", {r['skipped']} unreadable skipped" if r.get("skipped") else ""
+    read = f", read from {r['read_from']}" if r.get("read_from") else ""
     return (f"{r['model']}: top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  loss {r['loss']:.4f}  "
             f"(n={r['n']}{skipped}, {r['data']} val {r['img_size']}x{r['img_size']}, {what}, "
-            f"{r['seconds']:.1f} s, {r['images_per_s']:.0f} img/s)")
+            f"{r['seconds']:.1f} s, {r['images_per_s']:.0f} img/s{read})")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -92,7 +93,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     other = None
     if args.compare_with:
         if args.compare_with.lower().endswith(".json"):
-            other = load_predictions(args.compare_with)
+            other = {**load_predictions(args.compare_with), "read_from": args.compare_with}
             for k in ("data", "img_size"):
                 if other.get(k) != result[k]:
                     raise UserError(f"{args.compare_with} holds predictions for {k} {other.get(k)!r}, {args.model} was "
