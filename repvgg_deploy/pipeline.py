@@ -5,8 +5,8 @@
 
 Every stage runs this project's own CLIs (``repvgg-train``, ``repvgg-export``, ``repvgg-trt``,
 ``repvgg-eval``, ``repvgg-bench``) as commands, prints them, and reuses what an earlier run left
-(data, checkpoints, ONNX files) unless ``fresh`` is set. Nothing is written before the data set
-is found.
+(data, checkpoints, ONNX files, evaluations) when it was made with the same settings, unless
+``fresh`` is set. Nothing is written before the data set is found.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ __all__ = ["PipelineConfig", "run_pipeline", "train_args", "for_this_machine", "
 
 MODELS = (("a0", "A0", "RepVGG-A0"), ("qa-a0", "QA-A0", "QARepVGG-A0"))
 PRECISIONS = ("fp32", "fp16", "int8")
+FASHION_TEST_IMAGES = 10_000
 
 # The short schedule: one epoch at lr 0.05 per 256 images (0.025 at batch 128), channels-last. On the
 # 2-core AVX2-only EPYC of 2026-12-01, one-epoch tries (batch 128, one thread each, two side by side)
@@ -96,6 +97,11 @@ class PipelineConfig:
     @property
     def recipe(self) -> Dict[str, Any]:
         return {**(FULL if self.full else SHORT), **self.schedule}
+
+    @property
+    def eval_images(self) -> int:
+        """How many test images each evaluation sees."""
+        return min(self.eval_limit or FASHION_TEST_IMAGES, FASHION_TEST_IMAGES)
 
 
 def for_this_machine(recipe: Dict[str, Any], cuda: Optional[bool] = None) -> "tuple[Dict[str, Any], List[str]]":
@@ -232,6 +238,34 @@ def _finished(run_dir: Path, epochs: int) -> bool:
     return bool(lines) and int(lines[-1].get("epoch", 0)) >= epochs
 
 
+def _settings_changed(run_dir: Path, recipe: Dict[str, Any], subset: Optional[int]) -> List[str]:
+    """What the run in ``run_dir`` (its ``config.json``) did differently from ``recipe`` and ``subset``,
+    as ``"epochs 1 -> 120"`` items; empty when they agree or there is no readable run."""
+    from .train.recipe import TrainConfig
+
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    wanted = {**{k: v for k, v in recipe.items() if k in TrainConfig.RECIPE_FIELDS}, "subset": subset}
+    return [f"{k} {saved[k]!r} -> {v!r}" for k, v in wanted.items() if k in saved and saved[k] != v]
+
+
+def _export_current(path: Path, ckpt: Path, prec: str, calib_images: int) -> bool:
+    """An ONNX file (and its JSON report) of ``ckpt`` in ``prec`` newer than the checkpoint, INT8
+    calibrated on ``calib_images`` images."""
+    report = path.with_suffix(".json")
+    if not (path.exists() and report.exists() and path.stat().st_mtime >= ckpt.stat().st_mtime):
+        return False
+    try:
+        doc = json.loads(report.read_text())
+    except (OSError, ValueError):
+        return False
+    if doc.get("precision", "fp32") != prec:
+        return False
+    return prec != "int8" or (doc.get("calibration") or {}).get("images") == calib_images
+
+
 def _trt_status() -> Optional[str]:
     """None when TensorRT and a GPU are usable, else why not."""
     try:
@@ -286,14 +320,17 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     for key, arch, _label in MODELS:
         run_dir = out / "train" / key
         ckpts[key] = run_dir / "best.pth"
-        if _finished(run_dir, recipe["epochs"]):
+        changed = _settings_changed(run_dir, recipe, cfg.subset)
+        if changed:
+            print(f"{run_dir} holds a run with other settings ({'; '.join(changed)}): training again", flush=True)
+        elif _finished(run_dir, recipe["epochs"]):
             print(f"reusing {run_dir / 'best.pth'} (finished; --fresh retrains)")
             continue
         cmd = _cmd("repvgg-train", "--arch", arch, *data_args, *train_args(recipe), "--out", run_dir, "--seed", 0,
                    *lane_args)
         if cfg.subset:
             cmd += ["--subset", cfg.subset]
-        if (run_dir / "last.pth").exists():
+        if (run_dir / "last.pth").exists() and not changed:
             cmd.append("--resume")
         elif run_dir.exists() and any(run_dir.iterdir()):
             cmd.append("--overwrite")
@@ -308,7 +345,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         for prec in PRECISIONS:
             path = out / "models" / (f"{key}.onnx" if prec == "fp32" else f"{key}-{prec}.onnx")
             onnx_files[f"{key}/{prec}"] = path
-            if path.exists() and path.with_suffix(".json").exists() and path.stat().st_mtime >= ckpts[key].stat().st_mtime:
+            if _export_current(path, ckpts[key], prec, cfg.calib_images):
                 print(f"reusing {path}")
             else:
                 cmd = _cmd("repvgg-export", ckpts[key], "-o", path, "--precision", prec)
@@ -355,8 +392,10 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
                 newest_input = max(p.stat().st_mtime for p in (path, ref) if p is not None)
                 if (res_path.exists() and res_path.stat().st_mtime >= newest_input
                         and (save is None or (save.exists() and save.stat().st_mtime >= path.stat().st_mtime))):
-                    acc[f"{key}/{prec}"] = json.loads(res_path.read_text())
-                    continue
+                    res = json.loads(res_path.read_text())
+                    if res.get("n") == cfg.eval_images:  # not the result of another --eval-limit
+                        acc[f"{key}/{prec}"] = res
+                        continue
                 cmd = _cmd("repvgg-eval", path, *data_args, "--json", *lane_args)
                 if cfg.eval_limit:
                     cmd += ["--limit", cfg.eval_limit]
@@ -442,10 +481,10 @@ def _write_report(out: Path, cfg: PipelineConfig, recipe: Dict[str, Any], recipe
         f"Whole job: **{total_s / 60:.1f} min**.",
         "",
         f"Schedule: {'full' if cfg.full else 'short'} (`repvgg-train {' '.join(train_args(recipe))}`), "
-        f"Fashion-MNIST {cfg.subset or 60000:,} train / {cfg.eval_limit or 10000:,} test images, "
+        f"Fashion-MNIST {cfg.subset or 60000:,} train / {cfg.eval_images:,} test images, "
         f"1x{size}x{size}." + "".join(f" Here {n}." for n in recipe_notes),
         "",
-        f"## Accuracy ({cfg.eval_limit or 10000:,} test images)",
+        f"## Accuracy ({cfg.eval_images:,} test images)",
         "",
         "| model | PyTorch FP32 | ONNX FP32 (fused) | ONNX FP16 | ONNX INT8 | INT8 - FP32 | same top-1: fused vs PyTorch "
         "| FP16 vs FP32 | INT8 vs FP32 |",

@@ -122,3 +122,18 @@ def test_tiny_pipeline_end_to_end_and_reuse(tmp_path):
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert "$ repvgg-train" not in r2.stdout and "$ repvgg-export" not in r2.stdout and "$ repvgg-eval" not in r2.stdout
     assert r2.stdout.count("reusing") >= 8
+    # other settings are not reused: another --eval-limit re-evaluates, other --calib-images re-exports
+    # the INT8 files, and a schedule or --subset that the run in train/ did not use would train again
+    r3 = run_cli("repvgg-pipeline", "--out", str(out), "--epochs", "1", "--subset", "256", "--eval-limit", "100",
+                 "--calib-images", "16", "--no-bench", "--threads", "1", timeout=900)
+    assert r3.returncode == 0, r3.stdout[-3000:] + r3.stderr[-3000:]
+    assert "$ repvgg-train" not in r3.stdout and r3.stdout.count("$ repvgg-eval") == 8
+    exports = [ln for ln in r3.stdout.splitlines() if ln.startswith("$ repvgg-export")]
+    assert len(exports) == 2 and all("--precision int8" in ln and "--calib-images 16" in ln for ln in exports)
+    report = json.loads((out / "report.json").read_text())
+    assert {res["n"] for res in report["accuracy"].values()} == {100}
+    from repvgg_deploy.pipeline import FULL, SHORT, _settings_changed
+
+    assert _settings_changed(out / "train" / "a0", {**SHORT, "epochs": 1}, 256) == []
+    changed = _settings_changed(out / "train" / "a0", FULL, None)
+    assert "epochs 1 -> 120" in changed and "subset 256 -> None" in changed and "batch_size 128 -> 256" in changed
