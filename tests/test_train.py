@@ -292,6 +292,8 @@ def test_train_export_eval_give_the_same_top1(reference_run, tmp_path, capsys):
                     "not a predictions file", "repvgg-eval")
     _one_line_error(capsys, eval_cli.cli([str(onnx_path), "--compare-with", str(preds), "--save-predictions", str(preds)]),
                     "name the same file", "repvgg-eval")
+    _one_line_error(capsys, eval_cli.cli([str(onnx_path), "--save-predictions", str(tmp_path / "no" / "p.json")]),
+                    "output folder does not exist", "repvgg-eval")
 
 
 @needs_fashion

@@ -75,11 +75,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from ..errors import UserError
     from ..train.evaluate import evaluate, load_predictions, prediction_agreement, save_predictions
+    from ..utils.io import check_writable_dir
 
     if args.min_agreement is not None and not args.compare_with:
         raise UserError("--min-agreement needs --compare-with")
-    if args.save_predictions and args.compare_with and Path(args.save_predictions).resolve() == Path(args.compare_with).resolve():
-        raise UserError(f"--save-predictions and --compare-with name the same file: {args.compare_with}")
+    if args.save_predictions:
+        if args.compare_with and Path(args.save_predictions).resolve() == Path(args.compare_with).resolve():
+            raise UserError(f"--save-predictions and --compare-with name the same file: {args.compare_with}")
+        check_writable_dir(args.save_predictions)  # before the evaluation, not after it
     common = dict(data=args.data, data_dir=args.data_dir, download=args.download, batch_size=args.batch_size,
                   limit=args.limit, img_size=args.img_size, workers=args.workers, threads=args.threads,
                   x64_quant_precision=x64_quant_precision(args), device=args.device,
