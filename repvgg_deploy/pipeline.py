@@ -31,6 +31,8 @@ __all__ = ["PipelineConfig", "run_pipeline", "train_args", "for_this_machine", "
 MODELS = (("a0", "A0", "RepVGG-A0"), ("qa-a0", "QA-A0", "QARepVGG-A0"))
 PRECISIONS = ("fp32", "fp16", "int8")
 FASHION_TEST_IMAGES = 10_000
+# whose saved predictions each evaluation is compared with (the checkpoint's, "pytorch", with none)
+COMPARED_WITH = {"fp32": "pytorch", "fp16": "fp32", "int8": "fp32"}
 
 # The short schedule: one epoch at lr 0.05 per 256 images (0.025 at batch 128), channels-last. On the
 # 2-core AVX2-only EPYC of 2026-12-01, one-epoch tries (batch 128, one thread each, two side by side)
@@ -386,8 +388,8 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         for key, _arch, _label in MODELS:
             for prec in wave:
                 path = ckpts[key] if prec == "pytorch" else onnx_files[f"{key}/{prec}"]
-                ref = {"pytorch": None, "fp32": preds(key, "pytorch")}.get(prec, preds(key, "fp32"))
-                save = preds(key, prec) if prec in ("pytorch", "fp32") else None
+                ref = preds(key, COMPARED_WITH[prec]) if prec in COMPARED_WITH else None
+                save = preds(key, prec) if prec in COMPARED_WITH.values() else None
                 res_path = res_paths[f"{key}/{prec}"] = out / "eval" / f"{key}-{prec}.json"
                 newest_input = max(p.stat().st_mtime for p in (path, ref) if p is not None)
                 if (res_path.exists() and res_path.stat().st_mtime >= newest_input
