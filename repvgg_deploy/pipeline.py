@@ -268,6 +268,15 @@ def _export_current(path: Path, ckpt: Path, prec: str, calib_images: int) -> boo
     return prec != "int8" or (doc.get("calibration") or {}).get("images") == calib_images
 
 
+def _saved_result(res_path: Path, inputs: Sequence[Path], n: int) -> Optional[Dict[str, Any]]:
+    """The evaluation result in ``res_path`` when it is newer than every one of ``inputs`` and saw
+    ``n`` images (not a result of another ``--eval-limit``), else None."""
+    if not res_path.exists() or res_path.stat().st_mtime < max(p.stat().st_mtime for p in inputs):
+        return None
+    res = json.loads(res_path.read_text())
+    return res if res.get("n") == n else None
+
+
 def _trt_status() -> Optional[str]:
     """None when TensorRT and a GPU are usable, else why not."""
     try:
@@ -391,13 +400,11 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
                 ref = preds(key, COMPARED_WITH[prec]) if prec in COMPARED_WITH else None
                 save = preds(key, prec) if prec in COMPARED_WITH.values() else None
                 res_path = res_paths[f"{key}/{prec}"] = out / "eval" / f"{key}-{prec}.json"
-                newest_input = max(p.stat().st_mtime for p in (path, ref) if p is not None)
-                if (res_path.exists() and res_path.stat().st_mtime >= newest_input
-                        and (save is None or (save.exists() and save.stat().st_mtime >= path.stat().st_mtime))):
-                    res = json.loads(res_path.read_text())
-                    if res.get("n") == cfg.eval_images:  # not the result of another --eval-limit
-                        acc[f"{key}/{prec}"] = res
-                        continue
+                saved_ok = save is None or (save.exists() and save.stat().st_mtime >= path.stat().st_mtime)
+                res = _saved_result(res_path, [p for p in (path, ref) if p is not None], cfg.eval_images) if saved_ok else None
+                if res is not None:
+                    acc[f"{key}/{prec}"] = res
+                    continue
                 cmd = _cmd("repvgg-eval", path, *data_args, "--json", *lane_args)
                 if cfg.eval_limit:
                     cmd += ["--limit", cfg.eval_limit]
