@@ -30,7 +30,6 @@ __all__ = ["PipelineConfig", "run_pipeline", "train_args", "for_this_machine", "
 
 MODELS = (("a0", "A0", "RepVGG-A0"), ("qa-a0", "QA-A0", "QARepVGG-A0"))
 PRECISIONS = ("fp32", "fp16", "int8")
-FASHION_TEST_IMAGES = 10_000
 # whose saved predictions each evaluation is compared with (the checkpoint's, "pytorch", with none)
 COMPARED_WITH = {"fp32": "pytorch", "fp16": "fp32", "int8": "fp32"}
 
@@ -103,7 +102,8 @@ class PipelineConfig:
     @property
     def eval_images(self) -> int:
         """How many test images each evaluation sees."""
-        return min(self.eval_limit or FASHION_TEST_IMAGES, FASHION_TEST_IMAGES)
+        from .data.sources import FASHION_MNIST_SIZES
+        return min(self.eval_limit or FASHION_MNIST_SIZES["val"], FASHION_MNIST_SIZES["val"])
 
 
 def for_this_machine(recipe: Dict[str, Any], cuda: Optional[bool] = None) -> "tuple[Dict[str, Any], List[str]]":
@@ -473,6 +473,7 @@ def _plot_accuracy(acc: Dict[str, Dict[str, Any]], path: Path) -> None:
 
 def _write_report(out: Path, cfg: PipelineConfig, recipe: Dict[str, Any], recipe_notes: List[str], acc, onnx_files, bench_dirs, trt_reason,
                   engines, commands, stage: _Stage, total_s: float) -> Path:
+    from .data.sources import FASHION_MNIST_SIZES
     from .utils.env import environment
 
     env = environment()
@@ -490,7 +491,7 @@ def _write_report(out: Path, cfg: PipelineConfig, recipe: Dict[str, Any], recipe
         f"Whole job: **{total_s / 60:.1f} min**.",
         "",
         f"Schedule: {'full' if cfg.full else 'short'} (`repvgg-train {' '.join(train_args(recipe))}`), "
-        f"Fashion-MNIST {cfg.subset or 60000:,} train / {cfg.eval_images:,} test images, "
+        f"Fashion-MNIST {cfg.subset or FASHION_MNIST_SIZES['train']:,} train / {cfg.eval_images:,} test images, "
         f"1x{size}x{size}." + "".join(f" Here {n}." for n in recipe_notes),
         "",
         f"## Accuracy ({cfg.eval_images:,} test images)",

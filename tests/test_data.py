@@ -51,6 +51,7 @@ def test_fashion_mnist_idx_shapes_labels_and_pixel_statistics():
     xt, yt = sources.load_fashion_mnist("val")
     assert x.shape == (60000, 28, 28) and x.dtype == np.uint8 and y.shape == (60000,)
     assert xt.shape == (10000, 28, 28) and yt.shape == (10000,)
+    assert sources.FASHION_MNIST_SIZES == {"train": len(x), "val": len(xt)}
     assert y.min() == 0 and y.max() == 9 and np.bincount(y).tolist() == [6000] * 10
     assert np.bincount(yt).tolist() == [1000] * 10
     # the published normalization constants of Fashion-MNIST are these statistics

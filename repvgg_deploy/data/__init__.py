@@ -28,14 +28,14 @@ from ..errors import DataError
 from ..models.repvgg import IMAGENET_MEAN, IMAGENET_STD
 from .folder import EpochSampler, FolderBatchLoader, SafeImageFolder, SkippedSample, collate_skip, find_classes, folder_transform
 from .memory import InMemoryDataset, TensorBatchLoader, batch_transform, mix_seed
-from .sources import (CIFAR10_CLASSES, FASHION_MNIST_CLASSES, find_fashion_mnist, load_cifar10, load_fashion_mnist,
-                      read_idx)
+from .sources import (CIFAR10_CLASSES, FASHION_MNIST_CLASSES, FASHION_MNIST_SIZES, find_fashion_mnist, load_cifar10,
+                      load_fashion_mnist, read_idx)
 
 __all__ = [
     "DatasetInfo", "dataset_info", "build_dataset", "build_loader", "KNOWN_DATASETS",
     "InMemoryDataset", "TensorBatchLoader", "FolderBatchLoader", "SafeImageFolder", "SkippedSample",
     "collate_skip", "batch_transform", "EpochSampler", "read_idx", "load_fashion_mnist", "load_cifar10",
-    "find_fashion_mnist", "folder_transform", "mix_seed",
+    "find_fashion_mnist", "folder_transform", "mix_seed", "FASHION_MNIST_SIZES",
 ]
 
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530

@@ -26,6 +26,7 @@ __all__ = [
     "FASHION_MNIST_DIRS",
     "FASHION_MNIST_CLASSES",
     "CIFAR10_CLASSES",
+    "FASHION_MNIST_SIZES",
     "default_download_dir",
 ]
 
@@ -38,6 +39,8 @@ CIFAR10_DIRS: List[Path] = [Path("/usr/share/datasets/cifar10"), Path("/usr/shar
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
+# Images per split of the real Fashion-MNIST (the IDX files' headers give the same counts).
+FASHION_MNIST_SIZES = {"train": 60_000, "val": 10_000}
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 _FILES = {
