@@ -298,6 +298,28 @@ def test_build_bad_inputs(a0_onnx, tmp_path):
     assert "--timing-cache is a folder" in line
 
 
+def test_build_fp16_int8_check_the_fp32_source_before_tensorrt(a0_train_form_onnx, tmp_path):
+    """--fp16/--int8 give the source every file check of a plain build, before TensorRT and before converting."""
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00\x01 not a protobuf at all" * 10)
+    engine = str(tmp_path / "x.engine")
+    assert "not an ONNX model" in _one_error_line(trt_cli("build", str(bad), "--fp16", "-o", engine))
+    static = _tiny_onnx(tmp_path / "static.onnx", batch=1, arch="resnet18")
+    line = _one_error_line(trt_cli("build", str(static), "--fp16", "--batch", "1:2:4", "-o", engine))
+    assert "static batch of 1" in line
+    line = _one_error_line(trt_cli("build", str(a0_train_form_onnx), "--int8", "--calib", "fake",
+                                   "-o", engine))
+    assert "body is not plain" in line
+    half = _tiny_onnx(tmp_path / "half.onnx", fp16=True)
+    line = _one_error_line(trt_cli("build", str(half), "--fp16", "-o", engine))
+    assert f"{half} is already fp16; --fp16 converts an FP32 ONNX" in line
+    qdq = _tiny_onnx(tmp_path / "qdq.onnx", qdq=True)
+    line = _one_error_line(trt_cli("build", str(qdq), "--int8", "--calib", "fake", "-o", engine))
+    assert f"{qdq} is already int8; --int8 converts an FP32 ONNX" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx", "half.onnx", "qdq.onnx", "static.onnx"]
+    assert not a0_train_form_onnx.with_name(f"{a0_train_form_onnx.stem}-int8.onnx").exists()
+
+
 def test_build_refuses_training_form_repvgg(a0_train_form_onnx, tmp_path):
     line = _one_error_line(trt_cli("build", str(a0_train_form_onnx), "-o", str(tmp_path / "x.engine")))
     assert "body is not plain" in line and "RepVGG-A0" in line and "--no-verify" in line

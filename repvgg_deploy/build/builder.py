@@ -34,7 +34,8 @@ from ..utils.env import now_iso
 from ..utils.io import atomic_path, atomic_write_bytes, check_writable_dir, sha256_file
 from .metadata import EngineMeta, write_engine_meta
 
-__all__ = ["BuildConfig", "build_engine", "parse_batch", "parse_workspace", "onnx_precision", "is_repvgg_onnx",
+__all__ = ["BuildConfig", "build_engine", "precheck_onnx", "OnnxPrecheck", "parse_batch", "parse_workspace",
+           "onnx_precision", "is_repvgg_onnx",
            "OnnxParseError", "DEFAULT_DYNAMIC_BATCH", "format_bytes"]
 
 PathLike = Union[str, os.PathLike]
@@ -276,20 +277,24 @@ def _network_io(network: "trt.INetworkDefinition") -> List[Dict[str, Any]]:
     return io
 
 
-def build_engine(
-    onnx_path: PathLike,
-    engine_path: PathLike,
-    config: Optional[BuildConfig] = None,
-    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-) -> EngineMeta:
-    """Build ``onnx_path`` into ``engine_path`` (+ ``engine_path.json``); return the engine's metadata.
+@dataclass(frozen=True)
+class OnnxPrecheck:
+    """What :func:`precheck_onnx` found in an ONNX file, all of it without TensorRT."""
 
-    Raises :class:`UserError` for bad input (missing/unreadable ONNX, not a plain RepVGG body,
-    bad profile, parser errors: :class:`OnnxParseError`, a build that TensorRT refuses) and
-    :class:`~repvgg_deploy.errors.MissingDependency` without TensorRT or a GPU. Nothing is
-    written unless the build succeeds.
+    input_name: str
+    profile_shapes: Optional[Dict[str, List[int]]]
+    precision: str
+    metadata: Dict[str, Any]
+    pending: Tuple[str, ...] = ()  # lines to print once the build can go ahead
+    notes: Tuple[str, ...] = ()    # recorded in the engine JSON
+
+
+def precheck_onnx(onnx_path: PathLike, engine_path: PathLike, config: Optional[BuildConfig] = None) -> OnnxPrecheck:
+    """Every check of a build that needs no TensorRT: the ONNX (readable, one input, the profile
+    against ``config.batch``, a plain body for RepVGG files) and the engine path.
+
+    Raises :class:`UserError` at the first failure; nothing is written.
     """
-    from ..backend.trt.env import gpu_identity, import_tensorrt, require_cuda, trt_major, trt_version
     from ..export.onnx_export import get_metadata
     from ..verify import load_onnx, verify_onnx
 
@@ -297,8 +302,6 @@ def build_engine(
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     notes: List[str] = []
     pending: List[str] = []
-
-    # 1. Everything that needs no TensorRT.
     proto = load_onnx(onnx_path)
     metadata = get_metadata(proto)
     input_name, dims = _onnx_input(proto)
@@ -325,7 +328,32 @@ def build_engine(
                 "building it without the plain-body check")
         pending.append(note)
         notes.append(note.removeprefix("note: "))
-    del proto
+    return OnnxPrecheck(input_name, profile_shapes, precision, metadata, tuple(pending), tuple(notes))
+
+
+def build_engine(
+    onnx_path: PathLike,
+    engine_path: PathLike,
+    config: Optional[BuildConfig] = None,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> EngineMeta:
+    """Build ``onnx_path`` into ``engine_path`` (+ ``engine_path.json``); return the engine's metadata.
+
+    Raises :class:`UserError` for bad input (missing/unreadable ONNX, not a plain RepVGG body,
+    bad profile, parser errors: :class:`OnnxParseError`, a build that TensorRT refuses) and
+    :class:`~repvgg_deploy.errors.MissingDependency` without TensorRT or a GPU. Nothing is
+    written unless the build succeeds.
+    """
+    from ..backend.trt.env import gpu_identity, import_tensorrt, require_cuda, trt_major, trt_version
+
+    config = (config or BuildConfig()).validate()
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    # 1. Everything that needs no TensorRT.
+    checked = precheck_onnx(onnx_path, engine_path, config)
+    input_name, profile_shapes, precision, metadata = (checked.input_name, checked.profile_shapes,
+                                                       checked.precision, checked.metadata)
+    notes: List[str] = list(checked.notes)
+    pending: List[str] = list(checked.pending)
 
     # 2. TensorRT and the GPU.
     trt = import_tensorrt()

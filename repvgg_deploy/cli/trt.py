@@ -115,13 +115,7 @@ def _derived_onnx(args: argparse.Namespace, src: Path, log) -> Path:
     """With --fp16/--int8: write <stem>-fp16.onnx / <stem>-int8.onnx beside the source and return it."""
     if not (args.fp16 or args.int8):
         return src
-    from ..export.onnx_export import get_metadata
-    from ..verify import load_onnx
-
-    precision = str(get_metadata(load_onnx(src)).get("precision", "fp32"))
     want = "fp16" if args.fp16 else "int8"
-    if precision != "fp32":
-        raise UserError(f"{src} is already {precision}; --{want} converts an FP32 ONNX (build this one without it)")
     try:
         from ..quantize import to_fp16_onnx, to_int8_onnx
     except ImportError as e:
@@ -157,10 +151,16 @@ def cmd_build(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
     check_writable_dir(out)
     if args.fp16 or args.int8:
-        check_writable_dir(src.with_name(f"{src.stem}{suffix}.onnx"))
-        # TensorRT and the GPU are checked before the (slow) conversion, not after it.
+        # The FP32 source gets every file check of a build, then TensorRT and the GPU are checked:
+        # all before the (slow) conversion, not after it.
         from ..backend.trt.env import import_tensorrt, require_cuda
+        from ..build import precheck_onnx
 
+        precision = precheck_onnx(src, out, config).precision
+        if precision != "fp32":
+            raise UserError(f"{src} is already {precision}; {suffix.replace('-', '--')} converts an FP32 ONNX "
+                            f"(build this one without it)")
+        check_writable_dir(src.with_name(f"{src.stem}{suffix}.onnx"))
         import_tensorrt()
         require_cuda(args.device)
     onnx_path = _derived_onnx(args, src, log)
