@@ -17,6 +17,7 @@ write engine, engine JSON and timing cache atomically.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import re
@@ -32,7 +33,7 @@ from .. import __version__
 from ..errors import UserError
 from ..utils.env import now_iso
 from ..utils.io import atomic_path, atomic_write_bytes, check_writable_dir, sha256_file
-from .metadata import EngineMeta, write_engine_meta
+from .metadata import EngineMeta, meta_path, write_engine_meta
 
 __all__ = ["BuildConfig", "build_engine", "precheck_onnx", "OnnxPrecheck", "parse_batch", "parse_workspace",
            "onnx_precision", "is_repvgg_onnx",
@@ -312,6 +313,7 @@ def precheck_onnx(onnx_path: PathLike, engine_path: PathLike, config: Optional[B
     if engine_path.resolve() == onnx_path.resolve():
         raise UserError(f"engine output would overwrite the ONNX: {engine_path}")
     check_writable_dir(engine_path)
+    check_writable_dir(meta_path(engine_path))
     if is_repvgg_onnx(metadata):
         if config.verify:
             verdict = verify_onnx(proto)
@@ -399,9 +401,7 @@ def build_engine(
     engine_bytes = bytes(memoryview(plan))
     del plan
 
-    # 3. Write engine, JSON and timing cache; each atomically.
-    with atomic_path(engine_path) as tmp:
-        tmp.write_bytes(engine_bytes)
+    # 3. Write engine, JSON and timing cache, each atomically; the engine and its JSON together, last.
     cache_out = 0
     if cache_path is not None:
         serialized = bytes(memoryview(bconfig.get_timing_cache().serialize()))
@@ -411,7 +411,7 @@ def build_engine(
     meta = EngineMeta(
         engine=engine_path.name,
         engine_bytes=len(engine_bytes),
-        engine_sha256=sha256_file(engine_path),
+        engine_sha256=hashlib.sha256(engine_bytes).hexdigest(),
         engine_magic=engine_bytes[:4].hex(),
         tensorrt={"version": trt_version(trt), "major": TRT_MAJOR, "strongly_typed": True},
         gpu=gpu,
@@ -434,6 +434,10 @@ def build_engine(
         },
         notes=notes,
     )
-    write_engine_meta(engine_path, meta)
+    # JSON renamed first, then the engine: a failure in between leaves the old engine beside a JSON
+    # whose sha256 it does not match, which every loader refuses (never an engine without its JSON).
+    with atomic_path(engine_path) as tmp:
+        tmp.write_bytes(engine_bytes)
+        write_engine_meta(engine_path, meta)
     return meta
 
