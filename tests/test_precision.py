@@ -142,6 +142,9 @@ def test_int8_bad_inputs(tmp_path, fp32_onnx):
         to_int8_onnx(fp32_onnx, out, calib=_images(8, c=3))
     with pytest.raises(UserError, match="unknown calibration method"):
         to_int8_onnx(fp32_onnx, out, calib=_images(8), method="kl")
+    for p in (0, 150):  # ONNX Runtime's own ValueError would come after the whole calibration
+        with pytest.raises(UserError, match=rf"--calib-percentile must be in \(0, 100\], got {p}"):
+            to_int8_onnx(fp32_onnx, out, calib="fake", percentile=p)
     assert not out.exists()
     int8 = to_int8_onnx(fp32_onnx, tmp_path / "int8.onnx", calib=_images(8))
     with pytest.raises(UserError, match="already quantized"):

@@ -294,6 +294,16 @@ def test_train_export_eval_give_the_same_top1(reference_run, tmp_path, capsys):
                     "name the same file", "repvgg-eval")
     _one_line_error(capsys, eval_cli.cli([str(onnx_path), "--save-predictions", str(tmp_path / "no" / "p.json")]),
                     "output folder does not exist", "repvgg-eval")
+    # a bad --compare-with fails before the evaluation: nothing is saved
+    fresh = tmp_path / "fresh.predictions.json"
+    for missing in ("missing.json", "missing.onnx"):
+        _one_line_error(capsys, eval_cli.cli([str(onnx_path), "--save-predictions", str(fresh),
+                                              "--compare-with", str(tmp_path / missing)]), "not found", "repvgg-eval")
+    assert not fresh.exists()
+    _one_line_error(capsys, eval_cli.cli([str(onnx_path), "--save-predictions", str(tmp_path)]),
+                    "output is a folder, not a file", "repvgg-eval")
+    _one_line_error(capsys, eval_cli.cli([str(onnx_path), "--img-size", "64"]),
+                    "takes 32x32 inputs, not 64x64", "repvgg-eval")
 
 
 @needs_fashion
@@ -432,6 +442,10 @@ def test_bad_training_input(tmp_path, capsys, monkeypatch):
     if not has_cuda:
         _one_line_error(capsys, train_cli.cli(base + ["--data", "fake", "--device", "cuda"]), "no CUDA device",
                         "repvgg-train")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    _one_line_error(capsys, train_cli.cli(base[:-1] + [str(a_file / "run"), "--data", "fake"]),
+                    "notes.txt is a file, not a folder", "repvgg-train")
     assert not (tmp_path / "run" / "last.pth").exists()
 
 

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
     p.add_argument("--limit", type=positive_int, default=None, help="only the first N test images")
     p.add_argument("--img-size", type=positive_int, default=None, help="input size (default: the file's, else the data set's)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers for folders (default 0)")
+    p.add_argument("--workers", type=nonneg_int, default=0, help="DataLoader workers for folders (default 0)")
     g = p.add_argument_group("checkpoints")
     g.add_argument("--arch", default=None, help="expected arch; a checkpoint of another arch is an error")
     g.add_argument("--use-ema", action="store_true", help="evaluate the EMA weights of a last.pth")
@@ -75,10 +75,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from ..errors import UserError
     from ..train.evaluate import evaluate, load_predictions, prediction_agreement, save_predictions
-    from ..utils.io import check_writable_dir
+    from ..utils.io import check_writable_dir, existing_file
 
     if args.min_agreement is not None and not args.compare_with:
         raise UserError("--min-agreement needs --compare-with")
+    saved = None  # --compare-with FILE.json, read before the evaluation: a bad file fails at once
+    if args.compare_with and args.compare_with.lower().endswith(".json"):
+        saved = {**load_predictions(args.compare_with), "read_from": args.compare_with}
+    elif args.compare_with:
+        existing_file(args.compare_with, "--compare-with file", "a model file")
     if args.save_predictions:
         if args.compare_with and Path(args.save_predictions).resolve() == Path(args.compare_with).resolve():
             raise UserError(f"--save-predictions and --compare-with name the same file: {args.compare_with}")
@@ -95,8 +100,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             result.pop("predictions")
     other = None
     if args.compare_with:
-        if args.compare_with.lower().endswith(".json"):
-            other = {**load_predictions(args.compare_with), "read_from": args.compare_with}
+        if saved is not None:
+            other = saved
             for k in ("data", "img_size"):
                 if other.get(k) != result[k]:
                     raise UserError(f"{args.compare_with} holds predictions for {k} {other.get(k)!r}, {args.model} was "

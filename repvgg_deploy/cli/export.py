@@ -12,7 +12,7 @@ from ..checkpoint import load_checkpoint
 from ..errors import UserError
 from ..models.config import ARCHS, resolve_arch
 from ..models.repvgg import create_model, model_default_cfg
-from .common import add_export_args, add_model_args, run_main
+from .common import add_export_args, add_model_args, positive_int, run_main
 
 PROG = "repvgg-export"
 
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", help="where the calibration data set lives (see repvgg-train --data-dir)")
     g = p.add_argument_group("checks")
     g.add_argument("--rtol", type=float, default=None, help="max ONNX Runtime error relative to the output scale (default 1e-4 for FP32)")
-    g.add_argument("--compare-batch", type=int, default=4, help="random inputs for the ONNX Runtime comparison (default 4)")
+    g.add_argument("--compare-batch", type=positive_int, default=4, help="random inputs for the ONNX Runtime comparison (default 4)")
     g.add_argument("--seed", type=int, default=0, help="seed of --random-init and of the comparison inputs")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the output path")
     return p

@@ -30,7 +30,8 @@ import onnx
 
 from ..errors import UserError
 
-__all__ = ["CALIB_METHODS", "quantize_int8", "to_int8_onnx", "load_calibration_images", "qdq_report"]
+__all__ = ["CALIB_METHODS", "check_calibration", "quantize_int8", "to_int8_onnx", "load_calibration_images",
+           "qdq_report"]
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 # Percentile is the default: post-ReLU activations of RepVGG/QARepVGG have rare outliers, and a
@@ -99,6 +100,14 @@ class _Reader:
         )
 
 
+def check_calibration(method: str, percentile: float = DEFAULT_PERCENTILE) -> None:
+    """One-line :class:`UserError` for an unknown ``--calib-method`` or a percentile outside (0, 100]."""
+    if method not in CALIB_METHODS:
+        raise UserError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
+    if not 0 < percentile <= 100:
+        raise UserError(f"--calib-percentile must be in (0, 100], got {percentile:g}")
+
+
 def quantize_int8(
     proto: onnx.ModelProto,
     images: np.ndarray,
@@ -114,8 +123,7 @@ def quantize_int8(
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    if method not in CALIB_METHODS:
-        raise UserError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
+    check_calibration(method, percentile)
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node):
         raise UserError("the model is already quantized (it has Q/DQ nodes)")
     if proto.graph.input[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
@@ -261,8 +269,7 @@ def to_int8_onnx(
 
     if calib is None or (isinstance(calib, str) and not calib):
         raise UserError("INT8 needs calibration data: pass --calib (a data set name such as fashion-mnist, or an image folder)")
-    if method not in CALIB_METHODS:
-        raise UserError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
+    check_calibration(method, percentile)
     check_writable_dir(dst)
     proto = load_onnx(src)
     if isinstance(calib, str):

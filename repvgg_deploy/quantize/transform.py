@@ -8,7 +8,8 @@ import onnx
 
 from ..errors import UserError
 from .fp16 import convert_fp16
-from .int8 import CALIB_METHODS, DEFAULT_METHOD, DEFAULT_PERCENTILE, load_calibration_images, qdq_report, quantize_int8
+from .int8 import (DEFAULT_METHOD, DEFAULT_PERCENTILE, check_calibration, load_calibration_images, qdq_report,
+                   quantize_int8)
 
 __all__ = ["precision_transform"]
 
@@ -40,8 +41,7 @@ def precision_transform(
         raise UserError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
     if not calib:
         raise UserError("--precision int8 needs calibration data: pass --calib (fashion-mnist, cifar10 or an image folder)")
-    if calib_method not in CALIB_METHODS:
-        raise UserError(f"unknown calibration method {calib_method!r}; choose one of {', '.join(CALIB_METHODS)}")
+    check_calibration(calib_method, calib_percentile)
     if calib_images < 1:
         raise UserError(f"--calib-images must be >= 1, got {calib_images}")
 

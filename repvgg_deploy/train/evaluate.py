@@ -266,6 +266,10 @@ def evaluate_onnx(
     dims = runner.input_shape
     in_chans = int(meta.get("in_chans") or (dims[1] if isinstance(dims[1], int) else 3))
     size = img_size or meta.get("img_size") or (dims[2] if isinstance(dims[2], int) else None)
+    fixed = [d for d in dims[2:4] if isinstance(d, int) and d > 0]
+    if size and fixed and any(d != size for d in fixed):
+        raise UserError(f"{path} takes {'x'.join(map(str, dims[2:4]))} inputs, not {size}x{size}: drop --img-size, "
+                        f"or export it again with --img-size {size}")
     static_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
     out_dims = proto.graph.output[0].type.tensor_type.shape.dim
     num_classes = int(meta.get("num_classes") or out_dims[-1].dim_value)
