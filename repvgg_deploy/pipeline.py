@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import DataError, UserError
-from .utils.io import atomic_write_json, atomic_write_text
+from .utils.io import atomic_write_json, atomic_write_text, check_out_dir
 
 __all__ = ["PipelineConfig", "run_pipeline", "train_args", "for_this_machine", "lanes", "SHORT", "FULL"]
 
@@ -236,8 +236,11 @@ def _finished(run_dir: Path, epochs: int) -> bool:
     metrics = run_dir / "metrics.jsonl"
     if not (run_dir / "best.pth").exists() or not metrics.exists():
         return False
-    lines = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()]
-    return bool(lines) and int(lines[-1].get("epoch", 0)) >= epochs
+    try:  # a line cut short by a kill mid-append (the trainer skips such lines too) means: not finished
+        lines = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()]
+        return bool(lines) and int(lines[-1].get("epoch", 0)) >= epochs
+    except (OSError, ValueError, TypeError, AttributeError):
+        return False
 
 
 def _settings_changed(run_dir: Path, recipe: Dict[str, Any], subset: Optional[int]) -> List[str]:
@@ -273,8 +276,11 @@ def _saved_result(res_path: Path, inputs: Sequence[Path], n: int) -> Optional[Di
     ``n`` images (not a result of another ``--eval-limit``), else None."""
     if not res_path.exists() or res_path.stat().st_mtime < max(p.stat().st_mtime for p in inputs):
         return None
-    res = json.loads(res_path.read_text())
-    return res if res.get("n") == n else None
+    try:
+        res = json.loads(res_path.read_text())
+    except (OSError, ValueError):
+        return None
+    return res if isinstance(res, dict) and res.get("n") == n else None
 
 
 def _trt_status() -> Optional[str]:
@@ -293,11 +299,33 @@ def _trt_status() -> Optional[str]:
     return None
 
 
+# What the pipeline writes in its --out folder: --fresh removes a folder that holds only these.
+OUT_ENTRIES = ("train", "models", "engines", "eval", "bench", "report.md", "report.json", "accuracy.png")
+
+
+def _check_out(out: Path, fresh: bool) -> None:
+    """One-line errors for an ``--out`` that is a file, and for ``--fresh`` on a folder that holds
+    anything the pipeline did not write (``--fresh --out .`` would delete the current folder)."""
+    check_out_dir(out)
+    if fresh and out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir()  # (a temp file of an interrupted write is not foreign)
+                         if p.name not in OUT_ENTRIES and not p.name.startswith(tuple(f".{e}." for e in OUT_ENTRIES)))
+        if foreign:
+            names = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            what = f"holds files the pipeline did not write ({names})"
+        elif Path.cwd().resolve().is_relative_to(out.resolve()):
+            what = "holds the current folder"
+        else:
+            return
+        raise UserError(f"--fresh would delete {out}, which {what}: pick another --out, or remove it yourself")
+
+
 def run_pipeline(cfg: PipelineConfig) -> Path:
     """Run every stage; return the path of the report."""
     t_start = time.perf_counter()
-    data_root = _check_data(cfg.data_dir)  # before anything is written
     out = cfg.out
+    _check_out(out, cfg.fresh)
+    data_root = _check_data(cfg.data_dir)  # before anything is written
     if cfg.fresh and out.exists():
         shutil.rmtree(out)
     for sub in ("train", "models", "engines", "eval", "bench"):

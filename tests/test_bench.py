@@ -308,8 +308,9 @@ def test_cli_folder_discovery_skips_junk_and_exit_codes(tmp_path):
     junk.mkdir()
     (junk / "a.txt").write_text("hello")
     (junk / "b.onnx").write_bytes(b"\x08\x07garbage")
-    r = run_cli("repvgg-bench", str(junk), *args)
+    r = run_cli("repvgg-bench", str(junk), *args, "--out", str(tmp_path / "report"))
     assert r.returncode == 2 and "error: nothing could be run" in r.stderr
+    assert not (tmp_path / "report").exists()  # --out is made only once something can run
     empty = tmp_path / "empty"
     empty.mkdir()
     r = run_cli("repvgg-bench", str(empty))

@@ -158,6 +158,11 @@ def test_bad_inputs(tmp_path, a0_ckpt):
     ro = read_only_dir(tmp_path)
     assert "cannot write" in _one_line_error(run_cli("repvgg-export", str(ckpt), "-o", str(ro / "a.onnx")))
     assert "--random-init needs --arch" in _one_line_error(run_cli("repvgg-export", "--random-init", "-o", str(out)))
+    assert "--compare-batch" in _one_line_error(run_cli("repvgg-export", str(ckpt), "--compare-batch", "0", "-o", str(out)))
+    (tmp_path / "dir.onnx").mkdir()
+    assert "output is a folder, not a file" in _one_line_error(run_cli("repvgg-export", str(ckpt), "-o",
+                                                                       str(tmp_path / "dir.onnx")))
+    (tmp_path / "dir.onnx").rmdir()
     not_onnx = tmp_path / "fake.onnx"
     not_onnx.write_text("definitely not protobuf \x00\xff")
     assert "not an ONNX model" in _one_line_error(run_cli("repvgg-trt", "verify", str(not_onnx)))

@@ -21,6 +21,36 @@ def test_missing_data_set_gives_commands_and_writes_nothing(tmp_path, monkeypatc
     assert not out.exists()
 
 
+def test_out_is_checked_and_fresh_deletes_only_a_pipeline_folder(tmp_path, monkeypatch, capsys):
+    from repvgg_deploy.pipeline import _finished, _saved_result
+
+    def err(args):
+        rc = run_main(pipeline_cli.main, "repvgg-pipeline", args)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1, lines
+        return lines[0]
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    assert "notes.txt is a file, not a folder" in err(["--out", str(a_file)])
+    mine = tmp_path / "mine"
+    (mine / "models").mkdir(parents=True)
+    (mine / "thesis.tex").write_text("years of work")
+    assert "--fresh would delete" in err(["--out", str(mine), "--fresh"]) and (mine / "thesis.tex").exists()
+    monkeypatch.chdir(mine / "models")
+    (mine / "thesis.tex").unlink()
+    assert "holds the current folder" in err(["--out", str(mine), "--fresh"]) and (mine / "models").is_dir()
+    # a metrics line cut short by a kill, or a broken result file: not reused, no traceback
+    run = tmp_path / "train"
+    run.mkdir()
+    (run / "best.pth").write_bytes(b"x")
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2, "lr"')
+    assert not _finished(run, 1)
+    res = tmp_path / "a0-fp32.json"
+    res.write_text('{"top1": 8')
+    assert _saved_result(res, [run / "best.pth"], 10) is None
+
+
 def test_schedules_are_real_repvgg_train_flags():
     from repvgg_deploy.cli.train import build_parser
     from repvgg_deploy.pipeline import FULL, SHORT, train_args

@@ -293,6 +293,9 @@ def test_build_bad_inputs(a0_onnx, tmp_path):
     assert "not an ONNX model" in line
     line = _one_error_line(trt_cli("build", str(a0_onnx), "-o", str(tmp_path / "x.onnx")))
     assert "must not end in .onnx" in line
+    (tmp_path / "out.engine").mkdir()
+    line = _one_error_line(trt_cli("build", str(a0_onnx), "-o", str(tmp_path / "out.engine")))
+    assert "output is a folder, not a file" in line
     line = _one_error_line(trt_cli("build", str(a0_onnx), "-o", str(tmp_path / "x.engine"),
                                    "--timing-cache", str(tmp_path)))
     assert "--timing-cache is a folder" in line

@@ -204,17 +204,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError("--compile is for --backend torch")
     if args.cuda_graphs and backend == "ort":
         notes.append("--cuda-graphs is not used for ONNX Runtime rows")
-    if args.out:
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--out is a file, not a folder: {out}")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"cannot create --out folder {out}: {e.strerror or e}") from None
-        from ..utils.io import check_writable_dir
+    from ..utils.io import check_out_dir, check_writable_dir
 
-        check_writable_dir(out / "results.json")
+    out = check_out_dir(args.out) if args.out else None  # checked now, made once there is something to run
 
     import torch
 
@@ -273,6 +265,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not plan:
         what = "; ".join(f"{Path(p).name}: {why}" for p, why in skipped[:5])
         raise UserError(f"nothing could be run ({what})" if what else "nothing could be run")
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create --out folder {out}: {e.strerror or e}") from None
+        check_writable_dir(out / "results.json")
 
     settings = Settings(warmup_s=args.warmup, warmup_iters=args.warmup_iters, duration_s=args.duration,
                         min_iters=args.min_iters, rounds=args.rounds, buffers=args.buffers, seed=args.seed,

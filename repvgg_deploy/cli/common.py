@@ -1,7 +1,9 @@
 """Shared argument groups and the error convention of every CLI.
 
 Bad input raises :class:`~repvgg_deploy.errors.UserError`; :func:`run_main` prints it as one
-line (``prog: error: message``) on stderr and exits with code 2. Ctrl-C exits with 130.
+line (``prog: error: message``) on stderr and exits with code 2. An ``OSError`` that no check
+caught first (a file that cannot be read, a folder that cannot be made) is one such line too,
+naming the file. Ctrl-C exits with 130.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from typing import Callable, List, Optional, Sequence
 
 from ..errors import UserError
 
-__all__ = ["run_main", "add_model_args", "add_export_args", "parse_floats", "parse_ints", "positive_int"]
+__all__ = ["run_main", "describe_os_error", "add_model_args", "add_export_args", "parse_floats", "parse_ints",
+           "positive_int"]
 
 
 def run_main(main: Callable[[Optional[Sequence[str]]], int], prog: str, argv: Optional[Sequence[str]] = None) -> int:
@@ -30,6 +33,18 @@ def run_main(main: Callable[[Optional[Sequence[str]]], int], prog: str, argv: Op
         except OSError:
             pass
         return 0
+    except OSError as e:
+        print(f"{prog}: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
+
+
+def describe_os_error(e: OSError) -> str:
+    """``runs/a0/last.pth: Permission denied``: an ``OSError`` as the file it is about and why."""
+    what = e.strerror or str(e) or type(e).__name__
+    if e.filename is None:
+        return what
+    names = str(e.filename) + (f" -> {e.filename2}" if getattr(e, "filename2", None) else "")
+    return f"{names}: {what}"
 
 
 def _number(text: str, kind: type, low: float, strict: bool = False):

@@ -68,6 +68,7 @@ def export_with_report(
     out = Path(out)
     report_path = out.with_suffix(".json")
     check_writable_dir(out)
+    check_writable_dir(report_path)
     if img_size % 32:
         raise UserError(f"--img-size must be a multiple of 32 (RepVGG downsamples 5 times), got {img_size}")
     if batch is not None and batch < 1:

@@ -37,7 +37,7 @@ from ..errors import CheckpointError, MissingDependency, UserError
 from ..models.config import resolve_arch
 from ..models.repvgg import create_model
 from ..utils.env import cpu_bf16_native, cxx_compiler, environment
-from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.io import atomic_write_json, atomic_write_text, check_out_dir
 from .distributed import DistEnv, all_reduce_sum, broadcast_buffers, cleanup_distributed, env_world, init_distributed
 from .evaluate import autocast_for, evaluate_model
 from .progress import EpochProgress, StopRequest, fmt_duration
@@ -99,8 +99,7 @@ def _check_static(cfg: TrainConfig) -> str:
     elif last.exists() and not cfg.overwrite:
         raise UserError(f"{out} already holds a run ({last}); pass --resume to continue it, --overwrite to start "
                         "over, or another --out")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
+    check_out_dir(out)
     return arch
 
 

@@ -12,7 +12,7 @@ from typing import Any, Iterator, Union
 from ..errors import UserError
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_torch_save",
-           "sha256_file", "check_writable_dir", "existing_file"]
+           "sha256_file", "check_writable_dir", "check_out_dir", "existing_file"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -29,8 +29,10 @@ def existing_file(path: PathLike, what: str, a_what: str) -> Path:
 
 
 def check_writable_dir(path: PathLike) -> Path:
-    """Fail early, with one line, when ``path``'s folder is missing or cannot be written."""
+    """Fail early, with one line, when ``path`` is a folder or its folder is missing or cannot be written."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"output is a folder, not a file: {path}")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise UserError(f"output folder does not exist: {folder}")
@@ -40,6 +42,22 @@ def check_writable_dir(path: PathLike) -> Path:
         os.unlink(probe)
     except OSError as e:
         raise UserError(f"cannot write to output folder {folder}: {e.strerror or e}") from None
+    return path
+
+
+def check_out_dir(path: PathLike, flag: str = "--out") -> Path:
+    """Fail early, with one line, when the folder ``path`` is a file, or could not be made or
+    written: its nearest existing ancestor is a file or read-only. Nothing is created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder")
+    there = path
+    while not there.exists():
+        there = there.parent
+    if not there.is_dir():
+        raise UserError(f"{flag} {path}: {there} is a file, not a folder")
+    if not os.access(there, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: cannot write to {there}")
     return path
 
 
