@@ -449,6 +449,24 @@ def test_bad_training_input(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "run" / "last.pth").exists()
 
 
+def test_device_names():
+    from repvgg_deploy.errors import MissingDependency, UserError
+    from repvgg_deploy.train.distributed import pick_device
+
+    assert pick_device("CPU") == torch.device("cpu")
+    for bad in ("cuda:x", "cuda0", "gpu", "cuda:"):
+        with pytest.raises(UserError, match=r"unknown --device .*\(cpu, cuda, cuda:N or auto\)"):
+            pick_device(bad)
+    if has_cuda:
+        assert pick_device("cuda", local_rank=0) == torch.device("cuda", 0) == pick_device("cuda:0")
+        with pytest.raises(UserError, match="CUDA device"):
+            pick_device(f"cuda:{torch.cuda.device_count()}")
+    else:
+        assert pick_device("auto") == torch.device("cpu")
+        with pytest.raises(MissingDependency, match="--device cuda:1: no CUDA device"):
+            pick_device("cuda:1")
+
+
 def test_bad_input_exits_2_through_the_console_script(tmp_path):
     r = run_cli("repvgg-train", "--arch", "A0", "--data", "nope", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "unknown data set 'nope'" in r.stderr

@@ -44,13 +44,16 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     name = (name or "auto").lower()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise MissingDependency("--device cuda: no CUDA device is available here (use --device cpu or auto)")
-        return torch.device("cuda", local_rank if name == "cuda" else int(name.split(":", 1)[1]))
-    if name != "cpu":
-        raise UserError(f"unknown --device {name!r} (cpu, cuda or auto)")
-    return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name != "cuda" and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise UserError(f"unknown --device {name!r} (cpu, cuda, cuda:N or auto)")
+    if not torch.cuda.is_available():
+        raise MissingDependency(f"--device {name}: no CUDA device is available here (use --device cpu or auto)")
+    index = local_rank if name == "cuda" else int(name[5:])
+    if index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device("cuda", index)
 
 
 def env_world() -> DistEnv:
