@@ -96,7 +96,7 @@ def test_legacy_exporter_form_is_accepted(tmp_path):
 
 
 def test_hand_made_graphs(tmp_path):
-    """A Conv without Relu, a 1x1 conv and a branch: each node is reported."""
+    """A Conv without Relu, a 1x1 conv and a non-plain op: each node is reported."""
     from onnx import TensorProto, helper, numpy_helper
 
     w3 = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w3")
@@ -120,6 +120,35 @@ def test_hand_made_graphs(tmp_path):
     assert not result.ok
     assert "kernel [1, 1]" in names["conv1x1"] and "Relu" in names["conv1x1"]
     assert "Sigmoid" in names["sig"]
+    assert "conv3" not in names and "relu1" not in names  # the plain 3x3 Conv + Relu is not an offence
+
+
+def test_a_branch_is_reported_with_what_is_wrong_with_each_node(tmp_path):
+    """An unfused block (x -> 3x3 conv, 1x1 conv -> Add): the fan-out, the 1x1 kernel and the Add."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.ones(s, np.float32), n)
+             for n, s in (("w3", (3, 3, 3, 3)), ("w1", (3, 3, 1, 1)), ("fc", (2, 3)))]
+    nodes = [
+        helper.make_node("Conv", ["x", "w3"], ["c3"], name="dense", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="one_by_one", kernel_shape=[1, 1]),
+        helper.make_node("Add", ["c3", "c1"], ["a"], name="branch_add"),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="gap"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "fc"], ["y"], name="gemm", transB=1),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits)
+    result = verify_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    reasons = {}
+    for o in result.offences:
+        reasons.setdefault(o.name, []).append(o.reason)
+    assert not result.ok
+    assert any("feeds 2 nodes" in r for r in reasons["dense"]) and any("feeds 2 nodes" in r for r in reasons["one_by_one"])
+    assert any("kernel [1, 1]" in r for r in reasons["one_by_one"]), reasons
+    assert any("Add is not allowed" in r for r in reasons["branch_add"]), reasons
+    assert not any("kernel" in r for r in reasons["dense"])  # the 3x3 conv itself is fine
 
 
 # ------------------------------------------------------------------ bad input: exit 2, one line, nothing written

@@ -147,6 +147,7 @@ def verify_onnx(model: Union[str, Path, onnx.ModelProto], fold_constants: bool =
     # Walk the main chain from the graph input.
     tensor = graph.inputs[0]
     visited = set()
+    fanned = set()  # reported as one of several users of a tensor; what is wrong with them is checked below
     users = consumers(tensor)
     if len(users) == 1 and users[0].op == "Cast":
         visited.add(id(users[0]))
@@ -163,7 +164,7 @@ def verify_onnx(model: Union[str, Path, onnx.ModelProto], fold_constants: bool =
         if len(users) != 1:
             for u in users:
                 offend(u, f"tensor {tensor.name} feeds {len(users)} nodes; a plain body is a single chain")
-                visited.add(id(u))
+                fanned.add(id(u))
             break
         node = users[0]
         visited.add(id(node))
@@ -210,7 +211,7 @@ def verify_onnx(model: Union[str, Path, onnx.ModelProto], fold_constants: bool =
             offend(node, f"Conv with kernel {_kernel_shape(node)}, only 3x3 is allowed in the body")
         elif node.op not in ("Conv", "Relu") + _POOL + _FLAT + ("Gemm", "Cast"):
             offend(node, f"{node.op} is not allowed in a plain body")
-        else:
+        elif id(node) not in fanned:
             offend(node, "not on the single Conv+Relu chain (a side branch)")
     if result.convs == 0:
         offences.append(Offence("<graph>", "Graph", [], "no 3x3 Conv found in the body"))
