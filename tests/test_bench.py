@@ -391,7 +391,12 @@ def test_torch_runner_cpu_precisions():
     ref = model(x)
     for precision, tol in (("fp32", 1e-5), ("bf16", 0.1)):
         r = TorchRunner(model, device="cpu", precision=precision, channels_last=True)
-        y = r(r.prepare(x)).float()
+        xp = r.prepare(x)
+        assert xp.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
+        assert xp.is_contiguous(memory_format=torch.channels_last) and not xp.is_contiguous()
+        out = r(xp)
+        assert out.dtype == xp.dtype  # the model itself runs in that precision, not autocast
+        y = out.float()
         assert y.shape == (2, 10)
         assert (y - ref).abs().max() <= tol * ref.abs().max() + 1e-6
     if not has_cuda:

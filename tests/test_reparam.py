@@ -1,5 +1,4 @@
 """Fusion is exact: the deploy model computes the training-form model's function."""
-import copy
 
 import pytest
 import torch
@@ -55,7 +54,9 @@ def test_block_equivalence(block_cls, cin, cout, stride, groups):
         out = block(x)
     assert _rel_err(ref, out) <= 1e-12
     assert not hasattr(block, "rbr_dense") and not hasattr(block, "rbr_1x1")
-    block.switch_to_deploy()  # idempotent
+    block.switch_to_deploy()  # idempotent: a second call changes nothing
+    with torch.no_grad():
+        assert torch.equal(block(x), out)
 
 
 def test_equivalent_kernel_is_differentiable():
@@ -109,8 +110,25 @@ def test_walker_converts_any_module():
     assert not is_deploy(model), "the copy variant must leave the original alone"
     reparameterize_(model)
     assert is_deploy(model)
-    converted = repvgg_model_convert(copy.deepcopy(model))
-    assert is_deploy(converted)
+
+
+def test_repvgg_model_convert_saves_the_deploy_state_dict(tmp_path):
+    """The official release's entry point: a fused copy (the original untouched), and its state dict on disk."""
+    torch.manual_seed(7)
+    model = randomize_bn(Detector().double().eval(), 8)
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    path = tmp_path / "deploy.pth"
+    with torch.no_grad():
+        ref = model(x)
+        converted = repvgg_model_convert(model, save_path=str(path))
+        assert is_deploy(converted) and not is_deploy(model)
+        assert _rel_err(ref, converted(x)) <= 1e-12
+        fresh = reparameterize_(Detector().double().eval())
+        fresh.load_state_dict(torch.load(path, weights_only=True))
+        assert torch.equal(fresh(x), converted(x))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy.pth"]
+    in_place = repvgg_model_convert(model, do_copy=False)
+    assert in_place is model and is_deploy(model)
 
 
 def test_walker_calls_timm_style_reparameterize():

@@ -237,6 +237,7 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(reference_run, tmp_path):
     assert _same_state(a["model"], b["model"]) and _same_state(a["model_ema"], b["model_ema"])
     ref_metrics = (ref / "metrics.jsonl").read_text().splitlines()
     metrics = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(m)["epoch"] for m in metrics] == [json.loads(m)["epoch"] for m in ref_metrics] == [1, 2]
     for m, rm in zip(metrics, ref_metrics):
         m, rm = json.loads(m), json.loads(rm)
         assert (m["train_loss"], m["train_acc"], m["val_top1"]) == (rm["train_loss"], rm["train_acc"], rm["val_top1"])

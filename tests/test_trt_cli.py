@@ -564,7 +564,8 @@ def test_topk_and_labels(tmp_path):
     logits = np.array([[0.0, 3.0, 1.0], [5.0, 0.0, 0.0]], np.float32)
     best = topk(logits, 2, ["cat", "dog", "eel"])
     assert [e["name"] for e in best[0]] == ["dog", "eel"] and best[1][0]["name"] == "cat"
-    assert abs(sum(np.exp(logits[0]) / np.exp(logits[0]).sum()) - 1) < 1e-6
+    assert sum(e["prob"] for e in topk(logits, 3)[0]) == pytest.approx(1, abs=1e-6)  # a softmax over all classes
+    assert [e["logit"] for e in best[0]] == [3.0, 1.0] and [e["index"] for e in best[0]] == [1, 2]
     assert best[0][0]["prob"] == pytest.approx(np.exp(3) / (1 + np.exp(3) + np.exp(1)))
     assert topk(logits, 5)[0][0]["name"] == "1" and len(topk(logits, 5)[0]) == 3
     labels = tmp_path / "l.txt"

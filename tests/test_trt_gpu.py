@@ -76,7 +76,7 @@ def test_fp32_engine_matches_onnxruntime(a0, tmp_path):
 
 
 def test_fp16_engine_matches_onnxruntime(a0, tmp_path):
-    quantize = pytest.importorskip("repvgg_deploy.quantize")
+    from repvgg_deploy import quantize
     from repvgg_deploy.build import BuildConfig, build_engine
 
     fp16 = quantize.to_fp16_onnx(a0, tmp_path / "a0-fp16.onnx")
@@ -87,7 +87,7 @@ def test_fp16_engine_matches_onnxruntime(a0, tmp_path):
 
 
 def test_int8_engine_matches_onnxruntime(a0, tmp_path):
-    quantize = pytest.importorskip("repvgg_deploy.quantize")
+    from repvgg_deploy import quantize
     from repvgg_deploy.backend.trt import load_engine
     from repvgg_deploy.backend.trt.inspector import inspect_engine, summarize
     from repvgg_deploy.build import BuildConfig, build_engine
