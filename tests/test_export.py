@@ -95,6 +95,16 @@ def test_legacy_exporter_form_is_accepted(tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)["ok"]
 
 
+def test_compare_outputs_by_hand():
+    from repvgg_deploy.export.compare import compare_outputs
+
+    r = compare_outputs(np.array([[1, 2], [3, 0]]), np.array([[1, 2.5], [0, 3]]))
+    assert (r["max_abs_err"], r["mean_abs_err"], r["output_scale"], r["max_rel_err"]) == (3.0, 1.625, 3.0, 1.0)
+    assert r["top1_agreement"] == 0.5 and r["n"] == 2  # row 1 argmax 1 = 1, row 2 argmax 0 != 1
+    z = compare_outputs(np.zeros((2, 3)), np.full((2, 3), 0.25))
+    assert z["output_scale"] == 1.0 and z["max_rel_err"] == 0.25  # an all-zero reference: scale 1, not a division by 0
+
+
 def test_hand_made_graphs(tmp_path):
     """A Conv without Relu, a 1x1 conv and a non-plain op: each node is reported."""
     from onnx import TensorProto, helper, numpy_helper

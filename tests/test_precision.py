@@ -134,6 +134,25 @@ def test_qdq_report_catches_a_plain_model(fp32_onnx):
     assert len(problems) == 44 and "has no DequantizeLinear" in problems[0]
 
 
+def test_calibration_images_are_a_seeded_sample_of_evaluation_images():
+    from repvgg_deploy.data import build_dataset
+    from repvgg_deploy.quantize import load_calibration_images
+
+    a = load_calibration_images("fake", 8, (3, 32, 32), seed=0)
+    assert a.shape == (8, 3, 32, 32) and a.dtype == np.float32
+    assert np.array_equal(a, load_calibration_images("fake", 8, (3, 32, 32), seed=0))
+    assert not np.array_equal(a, load_calibration_images("fake", 8, (3, 32, 32), seed=1))
+    train = build_dataset("fake", "train", img_size=32, in_chans=3, augment=False)  # evaluation transforms
+    idx = np.sort(np.random.default_rng(0).choice(len(train), size=8, replace=False))
+    assert all(np.array_equal(a[k], train[int(i)][0].numpy()) for k, i in enumerate(idx))
+    warned = []
+    everything = load_calibration_images("fake", 10_000, (1, 16, 16), warn=warned.append)
+    assert everything.shape == (len(train), 1, 16, 16) and len(warned) == 1
+    assert f"only {len(train)} calibration images" in warned[0]
+    with pytest.raises(UserError, match="square"):
+        load_calibration_images("fake", 8, (3, 32, 16))
+
+
 def test_int8_bad_inputs(tmp_path, fp32_onnx):
     out = tmp_path / "x.onnx"
     with pytest.raises(UserError, match="--calib"):

@@ -80,6 +80,21 @@ def test_param_groups_follow_the_official_rule():
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
+def test_linear_scaling_rule_and_metrics_truncation(tmp_path):
+    from repvgg_deploy.train.loop import _truncate_metrics
+    from repvgg_deploy.train.recipe import scaled_lr
+
+    assert scaled_lr(0.1, 256) == 0.1 and scaled_lr(0.1, 512) == pytest.approx(0.2)
+    assert scaled_lr(0.1, 128) == pytest.approx(0.05) and scaled_lr(0.1, 512, scale=False) == 0.1
+    # --resume from epoch 2: the lines of later epochs, and one cut short by a kill, go
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"epoch": e, "val_top1": e * 10.0}) + "\n" for e in (1, 2, 3)) + '{"epoch": 4, "val')
+    _truncate_metrics(path, 2)
+    assert [json.loads(ln) for ln in path.read_text().splitlines()] == [{"epoch": 1, "val_top1": 10.0},
+                                                                         {"epoch": 2, "val_top1": 20.0}]
+    assert path.read_text().endswith("\n")
+
+
 def test_lr_schedule_warmup_then_cosine():
     total, warm, peak = 1000, 100, 0.4
     lrs = [lr_at(s, total, warm, peak, min_lr=0.001) for s in range(total)]
