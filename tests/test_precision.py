@@ -134,6 +134,29 @@ def test_qdq_report_catches_a_plain_model(fp32_onnx):
     assert len(problems) == 44 and "has no DequantizeLinear" in problems[0]
 
 
+def test_percentile_and_entropy_clip_where_minmax_does_not(fp32_onnx):
+    """Each method is really used: on the same images, no activation scale above min-max's, and many below
+    (measured 2026-12-01 on this random-weight QA-A0: percentile 45 of 46 tensors, entropy 16 of 46)."""
+    from onnx import numpy_helper
+
+    calib = _images(64, seed=1)
+
+    def activation_scales(method):
+        proto = quantize_int8(onnx.load(str(fp32_onnx)), calib, method=method)
+        inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        return {n.input[0]: float(inits[n.input[1]]) for n in proto.graph.node
+                if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+
+    minmax = activation_scales("minmax")
+    assert len(minmax) > 20
+    for method, at_least in (("percentile", 0.5), ("entropy", 0.2)):
+        scales = activation_scales(method)
+        assert scales.keys() == minmax.keys()
+        ratio = np.array([scales[k] / minmax[k] for k in minmax])
+        assert ratio.max() <= 1 + 1e-6, method
+        assert (ratio < 0.999).mean() >= at_least, (method, ratio)
+
+
 def test_calibration_images_are_a_seeded_sample_of_evaluation_images():
     from repvgg_deploy.data import build_dataset
     from repvgg_deploy.quantize import load_calibration_images
