@@ -10,7 +10,8 @@ from .metadata import (EngineCompatError, EngineMeta, check_engine_compat, check
                        read_engine_meta, write_engine_meta)
 
 __all__ = [
-    "BuildConfig", "build_engine", "precheck_onnx", "OnnxPrecheck", "parse_batch", "parse_workspace", "onnx_precision", "is_repvgg_onnx",
+    "BuildConfig", "build_engine", "precheck_onnx", "OnnxPrecheck", "parse_batch", "parse_workspace", "onnx_precision",
+    "is_repvgg_onnx",
     "OnnxParseError", "DEFAULT_DYNAMIC_BATCH", "EngineMeta", "EngineCompatError", "check_engine_compat",
     "check_engine_file", "meta_path", "read_engine_meta", "write_engine_meta",
 ]
