@@ -300,7 +300,8 @@ def _trt_status() -> Optional[str]:
 
 
 # What the pipeline writes in its --out folder: --fresh removes a folder that holds only these.
-OUT_ENTRIES = ("train", "models", "engines", "eval", "bench", "report.md", "report.json", "accuracy.png")
+OUT_FOLDERS = ("train", "models", "engines", "eval", "bench")
+OUT_ENTRIES = OUT_FOLDERS + ("report.md", "report.json", "accuracy.png")
 
 
 def _check_out(out: Path, fresh: bool) -> None:
@@ -328,7 +329,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     data_root = _check_data(cfg.data_dir)  # before anything is written
     if cfg.fresh and out.exists():
         shutil.rmtree(out)
-    for sub in ("train", "models", "engines", "eval", "bench"):
+    for sub in OUT_FOLDERS:
         (out / sub).mkdir(parents=True, exist_ok=True)
     recipe, recipe_notes = for_this_machine(cfg.recipe)
     for note in recipe_notes:
