@@ -284,19 +284,10 @@ def _saved_result(res_path: Path, inputs: Sequence[Path], n: int) -> Optional[Di
 
 
 def _trt_status() -> Optional[str]:
-    """None when TensorRT and a GPU are usable, else why not."""
-    try:
-        import tensorrt  # noqa: F401
-    except Exception:
-        return "TensorRT is not installed (use the Docker image, or pip install tensorrt-cu13 from pypi.nvidia.com)"
-    try:
-        import torch
+    """None when TensorRT and a GPU are usable, else why not (the words of ``repvgg-trt build``'s error)."""
+    from .backend.trt.env import trt_unavailable
 
-        if not torch.cuda.is_available():
-            return "no NVIDIA GPU is visible to PyTorch"
-    except Exception as e:  # pragma: no cover
-        return f"cannot query CUDA ({e})"
-    return None
+    return trt_unavailable()
 
 
 # What the pipeline writes in its --out folder: --fresh removes a folder that holds only these.

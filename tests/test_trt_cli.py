@@ -212,6 +212,22 @@ def test_library_raises_missing_dependency(a0_onnx, tmp_path):
         TrtRunner(_fake_engine(tmp_path))
 
 
+@needs_missing_trt
+def test_commands_that_skip_tensorrt_give_the_build_error_words(a0_onnx, tmp_path):
+    """repvgg-bench --backend auto and repvgg-pipeline skip TensorRT with the same reason (and the
+    same install hint) as repvgg-trt build fails with."""
+    from repvgg_deploy.bench.backends import pick_auto_backend, tensorrt_status
+    from repvgg_deploy.pipeline import _trt_status
+
+    build_line = _one_error_line(trt_cli("build", str(a0_onnx), "-o", str(tmp_path / "a0.engine")))
+    _assert_missing_trt_line(build_line)
+    reason = build_line[len("repvgg-trt: error: "):]
+    assert tensorrt_status() == reason
+    assert _trt_status() == reason
+    backend, device, why = pick_auto_backend()
+    assert reason in why and backend != "trt"
+
+
 def test_verify_still_works_without_tensorrt(a0_onnx):
     r = run_cli("repvgg-trt", "verify", str(a0_onnx))
     assert r.returncode == 0 and r.stdout.startswith("PLAIN:"), r.stderr

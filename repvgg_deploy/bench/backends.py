@@ -53,16 +53,10 @@ def ort_cuda_available() -> bool:
 def tensorrt_status() -> Optional[str]:
     """None when TensorRT engines can run here, else what is missing (one line)."""
     try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "TensorRT is not installed (pip install tensorrt, from pypi.nvidia.com)"
-    if not torch_cuda_available():
-        return "no CUDA GPU is visible to PyTorch"
-    try:
-        importlib.import_module("repvgg_deploy.backend.trt")
-    except ImportError as e:
+        from ..backend.trt.env import trt_unavailable
+    except ImportError as e:  # pragma: no cover - part of this package
         return f"the TensorRT runtime repvgg_deploy.backend.trt is not available ({e})"
-    return None
+    return trt_unavailable()
 
 
 def pick_auto_backend(model_names: bool = True) -> Tuple[str, str, str]:

@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional, Tuple
 from ...errors import MissingDependency, UserError
 
 __all__ = ["import_tensorrt", "trt_major", "trt_version", "install_hint", "require_cuda", "gpu_identity",
-           "version_tuple", "SUPPORTED_MAJORS"]
+           "trt_unavailable", "version_tuple", "SUPPORTED_MAJORS"]
 
 # TensorRT majors this project is written and checked for (tests/test_trt_api.py).
 SUPPORTED_MAJORS = (10, 11)
@@ -96,6 +96,18 @@ def require_cuda(device: int = 0) -> None:
                                 f"run on a machine with a GPU and its driver, or {_DOCKER_HINT} with --gpus all")
     if device >= torch.cuda.device_count():
         raise UserError(f"GPU {device} does not exist (this machine has {torch.cuda.device_count()})")
+
+
+def trt_unavailable(device: int = 0) -> Optional[str]:
+    """None when TensorRT engines can be built and run here, else why not in one line: the same
+    words as the error of :func:`import_tensorrt` / :func:`require_cuda` (for the commands that skip
+    TensorRT instead of failing, ``repvgg-bench --backend auto`` and ``repvgg-pipeline``)."""
+    try:
+        import_tensorrt()
+        require_cuda(device)
+    except (MissingDependency, UserError) as e:
+        return str(e)
+    return None
 
 
 def gpu_identity(device: int = 0) -> Optional[Dict[str, Any]]:
