@@ -128,9 +128,10 @@ def main() -> None:
     rows = model_rows("a0", args.a0, args.work, args.data, args.calib_images, log)
     rows += model_rows("qa-a0", args.qa, args.work, args.data, args.calib_images, log)
     speed = [] if args.no_speed else speed_rows(args.a0, args.work, log, args.duration, args.rounds)
-    (args.work / "precision.json").write_text(json.dumps({"rows": rows, "speed": speed}, indent=2))
-
     from repvgg_deploy.utils.env import cpu_model, versions
+    from repvgg_deploy.utils.io import atomic_write_text
+
+    atomic_write_text(args.work / "precision.json", json.dumps({"rows": rows, "speed": speed}, indent=2))
 
     v = versions()
     lines = [
@@ -198,7 +199,7 @@ def main() -> None:
     lines += ["", f"Wall time of the whole script: {time.time() - t0:.0f} s.", "", "<details><summary>Every command run</summary>",
               "", "```", *log, "```", "", "</details>", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
+    atomic_write_text(args.out, "\n".join(lines))
     print(args.out)
 
 

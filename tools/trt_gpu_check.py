@@ -259,9 +259,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         report["note"] = "TensorRT absent or no GPU: only the runtime half was checked"
     report["seconds"] = time.time() - t0
     report["ok"] = ok
-    (out / "trt_gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (out / "trt_gpu_check.md").write_text(markdown(report))
-    (out / "trt_gpu_check.log").write_text("\n".join(log_lines) + "\n")
+    from repvgg_deploy.utils.io import atomic_write_text
+
+    atomic_write_text(out / "trt_gpu_check.json", json.dumps(report, indent=2, default=str) + "\n")
+    atomic_write_text(out / "trt_gpu_check.md", markdown(report))
+    atomic_write_text(out / "trt_gpu_check.log", "\n".join(log_lines) + "\n")
     print(out / "trt_gpu_check.md")
     return 0 if ok else 1
 
