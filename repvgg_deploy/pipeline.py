@@ -290,26 +290,40 @@ def _trt_status() -> Optional[str]:
     return trt_unavailable()
 
 
-# What the pipeline writes in its --out folder: --fresh removes a folder that holds only these.
+# What the pipeline writes in its --out folder. MARKER is written only into a folder that the
+# pipeline made itself (absent or empty before); --fresh deletes only such a folder.
 OUT_FOLDERS = ("train", "models", "engines", "eval", "bench")
-OUT_ENTRIES = OUT_FOLDERS + ("report.md", "report.json", "accuracy.png")
+MARKER = ".repvgg-pipeline"
+OUT_ENTRIES = OUT_FOLDERS + ("report.md", "report.json", "accuracy.png", MARKER)
 
 
 def _check_out(out: Path, fresh: bool) -> None:
-    """One-line errors for an ``--out`` that is a file, and for ``--fresh`` on a folder that holds
-    anything the pipeline did not write (``--fresh --out .`` would delete the current folder)."""
+    """One-line errors for an ``--out`` that is a file, and for ``--fresh`` on a folder that the
+    pipeline did not make, or that holds anything it did not write (``--fresh --out .`` would
+    delete the current folder)."""
     check_out_dir(out)
-    if fresh and out.is_dir():
+    if fresh and out.is_dir() and any(out.iterdir()):
         foreign = sorted(p.name for p in out.iterdir()  # (a temp file of an interrupted write is not foreign)
                          if p.name not in OUT_ENTRIES and not p.name.startswith(tuple(f".{e}." for e in OUT_ENTRIES)))
         if foreign:
             names = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             what = f"holds files the pipeline did not write ({names})"
+        elif not (out / MARKER).is_file():
+            what = f"repvgg-pipeline did not make (it has no {MARKER} file)"
         elif Path.cwd().resolve().is_relative_to(out.resolve()):
             what = "holds the current folder"
         else:
             return
         raise UserError(f"--fresh would delete {out}, which {what}: pick another --out, or remove it yourself")
+
+
+def _make_out(out: Path) -> None:
+    """The ``--out`` folders; the marker only when the pipeline makes ``out`` (absent or empty)."""
+    made = not out.exists() or not any(out.iterdir())
+    for sub in OUT_FOLDERS:
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    if made:
+        atomic_write_text(out / MARKER, "made by repvgg-pipeline; repvgg-pipeline --fresh may delete this folder\n")
 
 
 def run_pipeline(cfg: PipelineConfig) -> Path:
@@ -320,8 +334,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     data_root = _check_data(cfg.data_dir)  # before anything is written
     if cfg.fresh and out.exists():
         shutil.rmtree(out)
-    for sub in OUT_FOLDERS:
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    _make_out(out)
     recipe, recipe_notes = for_this_machine(cfg.recipe)
     for note in recipe_notes:
         print(f"note: {note}", flush=True)

@@ -22,7 +22,7 @@ def test_missing_data_set_gives_commands_and_writes_nothing(tmp_path, monkeypatc
 
 
 def test_out_is_checked_and_fresh_deletes_only_a_pipeline_folder(tmp_path, monkeypatch, capsys):
-    from repvgg_deploy.pipeline import _finished, _saved_result
+    from repvgg_deploy.pipeline import MARKER, _check_out, _finished, _make_out, _saved_result
 
     def err(args):
         rc = run_main(pipeline_cli.main, "repvgg-pipeline", args)
@@ -37,9 +37,20 @@ def test_out_is_checked_and_fresh_deletes_only_a_pipeline_folder(tmp_path, monke
     (mine / "models").mkdir(parents=True)
     (mine / "thesis.tex").write_text("years of work")
     assert "--fresh would delete" in err(["--out", str(mine), "--fresh"]) and (mine / "thesis.tex").exists()
-    monkeypatch.chdir(mine / "models")
     (mine / "thesis.tex").unlink()
-    assert "holds the current folder" in err(["--out", str(mine), "--fresh"]) and (mine / "models").is_dir()
+    (mine / "models" / "my_resnet.onnx").write_bytes(b"x")  # a user's folder that happens to be named models/
+    assert "repvgg-pipeline did not make" in err(["--out", str(mine), "--fresh"])
+    assert (mine / "models" / "my_resnet.onnx").exists()
+    _make_out(mine)  # a run into a folder that was not empty: the pipeline does not claim it
+    assert not (mine / MARKER).exists() and (mine / "train").is_dir()
+    ours = tmp_path / "ours"
+    _make_out(ours)  # the pipeline made this one: --fresh may delete it, with what the pipeline wrote
+    assert (ours / MARKER).is_file()
+    (ours / "report.md").write_text("# report")
+    (ours / ".report.md.x1.tmp").write_text("cut short")
+    _check_out(ours, fresh=True)
+    monkeypatch.chdir(ours / "models")
+    assert "holds the current folder" in err(["--out", str(ours), "--fresh"]) and (ours / "models").is_dir()
     # a metrics line cut short by a kill, or a broken result file: not reused, no traceback
     run = tmp_path / "train"
     run.mkdir()

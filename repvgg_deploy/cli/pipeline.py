@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the long schedule instead of the short one: the paper's recipe (120 epochs, EMA 0.9998), "
                         "channels-last, bf16 where the CPU computes it natively (or on a GPU); hours per model on a "
                         "2-core CPU")
-    p.add_argument("--fresh", action="store_true", help="start over: delete the run folder first (default: reuse what is there)")
+    p.add_argument("--fresh", action="store_true", help="start over: delete the run folder first, if the pipeline made it (default: reuse what is there)")
     p.add_argument("--data-dir", help="folder with Fashion-MNIST's IDX .gz files (default: /usr/share/datasets/fashion-mnist)")
     p.add_argument("--epochs", type=positive_int, help="override the schedule's epochs")
     p.add_argument("--calib-images", type=positive_int, default=512, help="INT8 calibration images (default 512)")
