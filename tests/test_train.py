@@ -315,7 +315,14 @@ def test_train_export_eval_give_the_same_top1(reference_run, tmp_path, capsys):
     for missing in ("missing.json", "missing.onnx"):
         _one_line_error(capsys, eval_cli.cli([str(onnx_path), "--save-predictions", str(fresh),
                                               "--compare-with", str(tmp_path / missing)]), "not found", "repvgg-eval")
-    assert not fresh.exists()
+    (tmp_path / "cut.onnx").write_bytes(onnx_path.read_bytes()[:5000])  # a file cut short: found at its load
+    _one_line_error(capsys, eval_cli.cli([str(onnx_path), "--limit", "300", "--save-predictions", str(fresh),
+                                          "--compare-with", str(tmp_path / "cut.onnx")]),
+                    "not a readable ONNX file", "repvgg-eval")
+    preds_before = preds.read_bytes()  # a comparison of other images: the error, and nothing saved
+    _one_line_error(capsys, eval_cli.cli([str(ckpt), "--limit", "300", "--compare-with", str(preds),
+                                          "--save-predictions", str(fresh)]), "saw 600 images", "repvgg-eval")
+    assert not fresh.exists() and preds.read_bytes() == preds_before
     _one_line_error(capsys, eval_cli.cli([str(onnx_path), "--save-predictions", str(tmp_path)]),
                     "output is a folder, not a file", "repvgg-eval")
     _one_line_error(capsys, eval_cli.cli([str(onnx_path), "--img-size", "64"]),

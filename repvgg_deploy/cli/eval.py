@@ -94,10 +94,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   return_predictions=bool(args.compare_with or args.save_predictions))
     result = evaluate(args.model, arch=args.arch, use_ema=args.use_ema, fuse=args.fuse,
                       recalibrate_bn=args.recalibrate_bn, **common)
-    if args.save_predictions:
-        save_predictions(result, args.save_predictions)
-        if not args.compare_with:
-            result.pop("predictions")
     other = None
     if args.compare_with:
         if saved is not None:
@@ -111,8 +107,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             other = evaluate(args.compare_with, **common)
         if other["n"] != result["n"]:
             raise UserError(f"{args.compare_with} saw {other['n']} images, {args.model} {result['n']}: not comparable")
+    if args.save_predictions:  # after the comparison's checks: a failed command saves nothing
+        save_predictions(result, args.save_predictions)
+    if other is not None:
         result["agreement"] = prediction_agreement(result.pop("predictions"), other.pop("predictions"))
         result["compare"] = other
+    else:
+        result.pop("predictions", None)
     if args.json:
         print(json.dumps(result))
     else:
