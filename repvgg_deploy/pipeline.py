@@ -236,11 +236,17 @@ def _finished(run_dir: Path, epochs: int) -> bool:
     metrics = run_dir / "metrics.jsonl"
     if not (run_dir / "best.pth").exists() or not metrics.exists():
         return False
-    try:  # a line cut short by a kill mid-append (the trainer skips such lines too) means: not finished
-        lines = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()]
-        return bool(lines) and int(lines[-1].get("epoch", 0)) >= epochs
-    except (OSError, ValueError, TypeError, AttributeError):
+    try:
+        text = metrics.read_text()
+    except OSError:
         return False
+    last = 0
+    for line in text.splitlines():  # as the trainer reads it: a line it cannot read (cut short by a kill) is skipped
+        try:
+            last = int(json.loads(line)["epoch"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return last >= epochs
 
 
 def _settings_changed(run_dir: Path, recipe: Dict[str, Any], subset: Optional[int]) -> List[str]:

@@ -395,7 +395,8 @@ def test_torch_runner_cpu_precisions():
         assert xp.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
         assert xp.is_contiguous(memory_format=torch.channels_last) and not xp.is_contiguous()
         out = r(xp)
-        assert out.dtype == xp.dtype  # the model itself runs in that precision, not autocast
+        assert out.dtype == xp.dtype
+        assert {p.dtype for p in r.model.parameters()} == {xp.dtype}  # the model itself converted, not autocast
         y = out.float()
         assert y.shape == (2, 10)
         assert (y - ref).abs().max() <= tol * ref.abs().max() + 1e-6

@@ -18,6 +18,9 @@ def test_an_os_error_no_check_caught_is_one_line_naming_the_file(tmp_path, capsy
     assert capsys.readouterr().err == f"repvgg-x: error: {missing}: No such file or directory\n"
     e = OSError(18, "Invalid cross-device link", "a.tmp", None, "b.onnx")
     assert describe_os_error(e) == "a.tmp -> b.onnx: Invalid cross-device link"
+    # a library's OSError with a message of several lines (no strerror): its first line only
+    assert describe_os_error(OSError("libnvinfer.so.10: cannot open shared object file\n  at dlopen")) == \
+        "libnvinfer.so.10: cannot open shared object file"
 
 
 def test_an_output_path_that_is_a_folder_fails_before_any_work(tmp_path):

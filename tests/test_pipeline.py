@@ -56,7 +56,9 @@ def test_out_is_checked_and_fresh_deletes_only_a_pipeline_folder(tmp_path, monke
     run.mkdir()
     (run / "best.pth").write_bytes(b"x")
     (run / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2, "lr"')
-    assert not _finished(run, 1)
+    assert not _finished(run, 2) and _finished(run, 1)  # the last line it can read is epoch 1's
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n[2]\n{"epoch": 2}\n')  # a bad line between good ones
+    assert _finished(run, 2)
     res = tmp_path / "a0-fp32.json"
     res.write_text('{"top1": 8')
     assert _saved_result(res, [run / "best.pth"], 10) is None

@@ -477,7 +477,7 @@ def test_device_names():
     from repvgg_deploy.train.distributed import pick_device
 
     assert pick_device("CPU") == torch.device("cpu")
-    for bad in ("cuda:x", "cuda0", "gpu", "cuda:"):
+    for bad in ("cuda:x", "cuda0", "gpu", "cuda:", "cuda:\u00b2", "cuda:1 "):
         with pytest.raises(UserError, match=r"unknown --device .*\(cpu, cuda, cuda:N or auto\)"):
             pick_device(bad)
     if has_cuda:

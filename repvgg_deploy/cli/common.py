@@ -40,7 +40,7 @@ def run_main(main: Callable[[Optional[Sequence[str]]], int], prog: str, argv: Op
 
 def describe_os_error(e: OSError) -> str:
     """``runs/a0/last.pth: Permission denied``: an ``OSError`` as the file it is about and why."""
-    what = e.strerror or str(e) or type(e).__name__
+    what = (e.strerror or str(e) or type(e).__name__).splitlines()[0]
     if e.filename is None:
         return what
     names = str(e.filename) + (f" -> {e.filename2}" if getattr(e, "filename2", None) else "")

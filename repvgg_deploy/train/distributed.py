@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -46,7 +47,7 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":
         return torch.device("cpu")
-    if name != "cuda" and not (name.startswith("cuda:") and name[5:].isdigit()):
+    if name != "cuda" and not re.fullmatch(r"cuda:[0-9]+", name):
         raise UserError(f"unknown --device {name!r} (cpu, cuda, cuda:N or auto)")
     if not torch.cuda.is_available():
         raise MissingDependency(f"--device {name}: no CUDA device is available here (use --device cpu or auto)")
