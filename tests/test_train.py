@@ -167,6 +167,43 @@ def test_rng_state_survives_weights_only_save(tmp_path):
     assert torch.equal(expected[0], got[0]) and expected[1:] == got[1:]
 
 
+def test_batch_mixer_mixup_and_cutmix_by_hand():
+    from repvgg_deploy.train import BatchMixer
+
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 1, 16, 16), torch.tensor([0, 1, 2, 3, 4, 5])
+    off = BatchMixer(10)
+    assert not off.enabled and off(x, y) == (x, y) and repr(off) == "off"
+    assert not BatchMixer(10, mixup=0.2, prob=0.0).enabled
+    # MixUp: image i blended with image i-1, the target the same blend of their one-hot labels
+    xm, t = BatchMixer(10, mixup=0.4)(x, y)
+    lam = float(t[0, 0])
+    assert 0 < lam < 1 and torch.allclose(t.sum(1), torch.ones(6))
+    assert torch.allclose(t[torch.arange(6), y], torch.full((6,), lam))
+    assert torch.allclose(t[torch.arange(6), y.roll(1)], torch.full((6,), 1 - lam))
+    assert torch.allclose(xm, lam * x + (1 - lam) * x.roll(1, 0), atol=1e-6)
+    # CutMix: every pixel is image i's or image i-1's, and the target weight is the area kept
+    xc, t = BatchMixer(10, cutmix=1.0)(x, y)
+    own = (xc == x).all(1)  # (B, H, W)
+    assert ((xc == x) | (xc == x.roll(1, 0))).all()
+    assert torch.allclose(t[torch.arange(6), y], own.float().mean((1, 2)))
+    # both on: switch_prob picks CutMix (1) or MixUp (0); prob 0.5 mixes some batches, not all
+    for switch, is_cut in ((1.0, True), (0.0, False)):
+        xo, _ = BatchMixer(10, mixup=0.4, cutmix=1.0, switch_prob=switch)(x, y)
+        assert bool(((xo == x) | (xo == x.roll(1, 0))).all()) == is_cut
+    half = BatchMixer(10, mixup=0.4, prob=0.5)
+    mixed = [half(x, y)[1].ndim == 2 for _ in range(40)]
+    assert 5 < sum(mixed) < 35
+    # seeded: the same draws again
+    torch.manual_seed(7)
+    a = BatchMixer(10, mixup=0.4, cutmix=1.0)(x, y)
+    torch.manual_seed(7)
+    b = BatchMixer(10, mixup=0.4, cutmix=1.0)(x, y)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(ValueError):
+        BatchMixer(10, mixup=-1)
+
+
 # ------------------------------------------------------------------ runs
 
 
@@ -221,6 +258,26 @@ def test_resume_after_stop_reaches_the_same_weights(reference_run, tmp_path):
     # a finished run resumed again has nothing to do
     r3 = run_cli("repvgg-train", *RUN, "--out", str(out), "--resume")
     assert r3.returncode == 0 and "nothing to do" in r3.stdout
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_mixup_cutmix_run_resumes_to_the_same_weights(tmp_path):
+    mix = [*RUN, "--mixup", "0.2", "--cutmix", "1.0", "--subset", "256"]
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    r = run_cli("repvgg-train", *mix, "--out", str(ref))
+    assert r.returncode == 0, r.stderr
+    assert "mixup 0.2 + cutmix 1 (p 1, cutmix share 0.5)" in r.stdout
+    assert run_cli("repvgg-train", *mix, "--out", str(out), "--stop-after", "1").returncode == 0
+    assert run_cli("repvgg-train", *mix, "--out", str(out), "--resume").returncode == 0
+    a, b = _load(ref / "last.pth"), _load(out / "last.pth")
+    assert a["config"]["mixup"] == 0.2 and a["config"]["cutmix"] == 1.0
+    assert _same_state(a["model"], b["model"]) and _same_state(a["model_ema"], b["model_ema"])
+    assert a["global_step"] == 8  # 256 images / 64 x 2 epochs
+    # the mixing is really applied: the same run without it ends at other weights
+    base = tmp_path / "plain"
+    assert run_cli("repvgg-train", *RUN, "--subset", "256", "--out", str(base)).returncode == 0
+    assert not _same_state(_load(base / "last.pth")["model"], a["model"])
 
 
 @needs_fashion

@@ -42,6 +42,16 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="no training augmentation (default: random crop with padding + flip; RandomResizedCrop + flip for folders)")
     d.add_argument("--reprob", type=probability, default=0.0,
                    help="random erasing: probability per training image of erasing one rectangle (timm's --reprob; default 0)")
+    d.add_argument("--mixup", type=nonneg_float, default=0.0,
+                   help="MixUp alpha: blend each batch's images and labels, lam ~ Beta(alpha, alpha) (timm's --mixup, "
+                        "e.g. 0.2; default 0: off)")
+    d.add_argument("--cutmix", type=nonneg_float, default=0.0,
+                   help="CutMix alpha: paste a box of another image of the batch, labels by area (timm's --cutmix, "
+                        "e.g. 1.0; default 0: off)")
+    d.add_argument("--mixup-prob", type=probability, default=1.0,
+                   help="probability that a batch is mixed, when --mixup or --cutmix is on (default 1)")
+    d.add_argument("--mixup-switch-prob", type=probability, default=0.5,
+                   help="with both --mixup and --cutmix: probability of CutMix for a batch (default 0.5)")
     d.add_argument("--workers", type=nonneg_int, default=None,
                    help="DataLoader worker processes per process for folders (default min(8, cores per process)); "
                         "in-memory sets need none")

@@ -11,6 +11,7 @@ From Python::
 """
 from .evaluate import evaluate, evaluate_checkpoint, evaluate_model, evaluate_onnx, prediction_agreement
 from .loop import EXIT_INTERRUPTED, train
+from .mix import BatchMixer
 from .recipe import (ModelEMA, TrainConfig, WarmupCosineSchedule, lr_at, param_groups, scaled_lr, split_decay,
                      warmup_steps_for)
 from .state import capture_rng, load_train_state, restore_rng
@@ -18,5 +19,5 @@ from .state import capture_rng, load_train_state, restore_rng
 __all__ = [
     "TrainConfig", "train", "EXIT_INTERRUPTED", "evaluate", "evaluate_model", "evaluate_checkpoint", "evaluate_onnx",
     "prediction_agreement", "ModelEMA", "WarmupCosineSchedule", "lr_at", "param_groups", "split_decay", "scaled_lr",
-    "warmup_steps_for", "capture_rng", "restore_rng", "load_train_state",
+    "warmup_steps_for", "capture_rng", "restore_rng", "load_train_state", "BatchMixer",
 ]

@@ -40,6 +40,7 @@ from ..utils.env import cpu_bf16_native, cxx_compiler, environment
 from ..utils.io import atomic_write_json, atomic_write_text, check_out_dir
 from .distributed import DistEnv, all_reduce_sum, broadcast_buffers, cleanup_distributed, env_world, init_distributed
 from .evaluate import autocast_for, evaluate_model
+from .mix import BatchMixer
 from .progress import EpochProgress, StopRequest, fmt_duration
 from .recipe import ModelEMA, TrainConfig, WarmupCosineSchedule, param_groups, scaled_lr, warmup_steps_for
 from .state import _umask, capture_rng, load_train_state, restore_rng, save_train_state, save_weights
@@ -219,7 +220,8 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
                                 nesterov=cfg.nesterov)
     schedule = WarmupCosineSchedule(optimizer, total_steps, warmup, peak_lr, cfg.warmup_lr, cfg.min_lr)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)  # takes class indices and mixed targets
+    mixer = BatchMixer(info.num_classes, cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob)
 
     out = Path(cfg.out)
     last_path, best_path, metrics_path = out / "last.pth", out / "best.pth", out / "metrics.jsonl"
@@ -277,7 +279,8 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
     _say(env, f"recipe: {cfg.epochs} epochs x {steps_per_epoch} steps, batch {cfg.batch_size} "
               f"({env.world_size} x {local_bs}), lr {peak_lr:g} (cosine, {warmup} warm-up steps), SGD momentum "
               f"{cfg.momentum:g}, wd {cfg.weight_decay:g}, label smoothing {cfg.label_smoothing:g}, amp {cfg.amp}, "
-              f"EMA {cfg.ema_decay if cfg.ema_decay else 'off'}, seed {cfg.seed}")
+              f"EMA {cfg.ema_decay if cfg.ema_decay else 'off'}, seed {cfg.seed}"
+              + (f", {mixer}" if mixer.enabled else ""))
     if start_epoch or start_step:
         _say(env, f"resuming from {last_path}: epoch {start_epoch + 1} step {start_step}/{steps_per_epoch} "
                   f"(global step {global_step}, best top-1 {max(best_top1, 0):.2f}%)")
@@ -331,9 +334,10 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
             stopped = False
             for x, y in train_loader.iter_from(start_step):
                 schedule.set(global_step)
+                x_in, target = mixer(x, y) if mixer.enabled else (x, y)
                 with autocast_for(device, cfg.amp):
-                    logits = fwd_model(x)
-                    loss = criterion(logits, y)
+                    logits = fwd_model(x_in)
+                    loss = criterion(logits, target)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()

@@ -53,6 +53,10 @@ class TrainConfig:
     val_subset: Optional[int] = None
     augment: bool = True
     reprob: float = 0.0  # random erasing probability per training image (timm's --reprob; 0: off)
+    mixup: float = 0.0  # MixUp alpha (timm's --mixup; 0: off)
+    cutmix: float = 0.0  # CutMix alpha (timm's --cutmix; 0: off)
+    mixup_prob: float = 1.0  # probability that a batch is mixed when mixup or cutmix is on
+    mixup_switch_prob: float = 0.5  # with both on: probability of CutMix instead of MixUp
     device: str = "auto"
     threads: Optional[int] = None  # CPU intra-op threads (torch.set_num_threads); None: torch's default
     channels_last: bool = False
@@ -74,7 +78,8 @@ class TrainConfig:
     # Fields that change the numbers of a run (a resume with other values is warned about).
     RECIPE_FIELDS = ("data", "epochs", "batch_size", "lr", "scale_lr", "momentum", "nesterov", "weight_decay",
                      "warmup_epochs", "warmup_steps", "warmup_lr", "min_lr", "label_smoothing", "amp", "ema_decay",
-                     "clip_grad", "seed", "img_size", "in_chans", "subset", "augment", "reprob", "sync_bn")  # noqa: E501
+                     "clip_grad", "seed", "img_size", "in_chans", "subset", "augment", "reprob", "mixup", "cutmix", "mixup_prob",
+                     "mixup_switch_prob", "sync_bn")
 
 
 def scaled_lr(base_lr: float, batch_size: int, scale: bool = True) -> float:
