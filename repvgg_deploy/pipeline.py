@@ -238,13 +238,13 @@ def _finished(run_dir: Path, epochs: int) -> bool:
         return False
     try:
         text = metrics.read_text()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return False
     last = 0
     for line in text.splitlines():  # as the trainer reads it: a line it cannot read (cut short by a kill) is skipped
         try:
             last = int(json.loads(line)["epoch"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):
             continue
     return last >= epochs
 
@@ -308,28 +308,29 @@ def _check_out(out: Path, fresh: bool) -> None:
     pipeline did not make, or that holds anything it did not write (``--fresh --out .`` would
     delete the current folder)."""
     check_out_dir(out)
-    if fresh and out.is_dir() and any(out.iterdir()):
-        foreign = sorted(p.name for p in out.iterdir()  # (a temp file of an interrupted write is not foreign)
-                         if p.name not in OUT_ENTRIES and not p.name.startswith(tuple(f".{e}." for e in OUT_ENTRIES)))
-        if foreign:
-            names = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-            what = f"holds files the pipeline did not write ({names})"
-        elif not (out / MARKER).is_file():
-            what = f"repvgg-pipeline did not make (it has no {MARKER} file)"
-        elif Path.cwd().resolve().is_relative_to(out.resolve()):
-            what = "holds the current folder"
-        else:
-            return
-        raise UserError(f"--fresh would delete {out}, which {what}: pick another --out, or remove it yourself")
+    if not (fresh and out.is_dir()):
+        return
+    foreign = sorted(p.name for p in out.iterdir()  # (a temp file of an interrupted write is not foreign)
+                     if p.name not in OUT_ENTRIES and not p.name.startswith(tuple(f".{e}." for e in OUT_ENTRIES)))
+    if Path.cwd().resolve().is_relative_to(out.resolve()):
+        what = "holds the current folder"
+    elif foreign:
+        names = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        what = f"holds files the pipeline did not write ({names})"
+    elif any(out.iterdir()) and not (out / MARKER).is_file():
+        what = f"repvgg-pipeline did not make (it has no {MARKER} file)"
+    else:
+        return
+    raise UserError(f"--fresh would delete {out}, which {what}: pick another --out, or remove it yourself")
 
 
 def _make_out(out: Path) -> None:
     """The ``--out`` folders; the marker only when the pipeline makes ``out`` (absent or empty)."""
-    made = not out.exists() or not any(out.iterdir())
+    if not out.exists() or not any(out.iterdir()):  # the marker first: no folder of ours without it
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / MARKER, "made by repvgg-pipeline; repvgg-pipeline --fresh may delete this folder\n")
     for sub in OUT_FOLDERS:
         (out / sub).mkdir(parents=True, exist_ok=True)
-    if made:
-        atomic_write_text(out / MARKER, "made by repvgg-pipeline; repvgg-pipeline --fresh may delete this folder\n")
 
 
 def run_pipeline(cfg: PipelineConfig) -> Path:

@@ -51,14 +51,21 @@ def test_out_is_checked_and_fresh_deletes_only_a_pipeline_folder(tmp_path, monke
     _check_out(ours, fresh=True)
     monkeypatch.chdir(ours / "models")
     assert "holds the current folder" in err(["--out", str(ours), "--fresh"]) and (ours / "models").is_dir()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)  # even an empty folder: --fresh --out . would delete the current folder
+    assert "holds the current folder" in err(["--out", ".", "--fresh"]) and empty.is_dir()
+    monkeypatch.chdir(tmp_path)
     # a metrics line cut short by a kill, or a broken result file: not reused, no traceback
     run = tmp_path / "train"
     run.mkdir()
     (run / "best.pth").write_bytes(b"x")
     (run / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2, "lr"')
     assert not _finished(run, 2) and _finished(run, 1)  # the last line it can read is epoch 1's
-    (run / "metrics.jsonl").write_text('{"epoch": 1}\n[2]\n{"epoch": 2}\n')  # a bad line between good ones
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n[2]\n{"epoch": 1e999}\n{"epoch": 2}\n')  # bad lines between
     assert _finished(run, 2)
+    (run / "metrics.jsonl").write_bytes(b'{"epoch": 2}\n\xff\xfe')  # not UTF-8: not finished, no traceback
+    assert not _finished(run, 2)
     res = tmp_path / "a0-fp32.json"
     res.write_text('{"top1": 8')
     assert _saved_result(res, [run / "best.pth"], 10) is None

@@ -129,7 +129,7 @@ def _truncate_metrics(path: Path, epochs_done: int) -> None:
         try:
             if int(json.loads(line)["epoch"]) <= epochs_done:
                 keep.append(line)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):
             continue
     atomic_write_text(path, "".join(k + "\n" for k in keep))
     os.chmod(path, 0o666 & ~_umask())

@@ -1,6 +1,6 @@
 """Batch-level MixUp and CutMix (timm's ``--mixup`` / ``--cutmix``), through torchvision.transforms.v2.
 
-MixUp (Zhang et al., 2018) blends each image with the next one of the batch,
+MixUp (Zhang et al., 2018) blends each image with the one before it in the batch,
 ``x = lam * x_i + (1 - lam) * x_j`` with ``lam ~ Beta(alpha, alpha)``; CutMix (Yun et al., 2019)
 pastes a box of ``x_j`` into ``x_i`` and sets ``lam`` to the area kept. The target is the same
 blend of the two one-hot labels. Every draw comes from PyTorch's global generator, so a seeded run
