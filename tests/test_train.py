@@ -263,11 +263,11 @@ def test_resume_after_stop_reaches_the_same_weights(reference_run, tmp_path):
 @needs_fashion
 @pytest.mark.slow
 def test_mixup_cutmix_run_resumes_to_the_same_weights(tmp_path):
-    mix = [*RUN, "--mixup", "0.2", "--cutmix", "1.0", "--subset", "256"]
+    mix = [*RUN, "--mixup", "0.2", "--cutmix", "1.0", "--subset", "256", "--reprob", "0.25"]
     ref, out = tmp_path / "ref", tmp_path / "run"
     r = run_cli("repvgg-train", *mix, "--out", str(ref))
     assert r.returncode == 0, r.stderr
-    assert "mixup 0.2 + cutmix 1 (p 1, cutmix share 0.5)" in r.stdout
+    assert "seed 1, random erasing 0.25, mixup 0.2 + cutmix 1 (p 1, cutmix share 0.5)" in r.stdout
     assert run_cli("repvgg-train", *mix, "--out", str(out), "--stop-after", "1").returncode == 0
     assert run_cli("repvgg-train", *mix, "--out", str(out), "--resume").returncode == 0
     a, b = _load(ref / "last.pth"), _load(out / "last.pth")
@@ -276,7 +276,7 @@ def test_mixup_cutmix_run_resumes_to_the_same_weights(tmp_path):
     assert a["global_step"] == 8  # 256 images / 64 x 2 epochs
     # the mixing is really applied: the same run without it ends at other weights
     base = tmp_path / "plain"
-    assert run_cli("repvgg-train", *RUN, "--subset", "256", "--out", str(base)).returncode == 0
+    assert run_cli("repvgg-train", *RUN, "--subset", "256", "--reprob", "0.25", "--out", str(base)).returncode == 0
     assert not _same_state(_load(base / "last.pth")["model"], a["model"])
 
 

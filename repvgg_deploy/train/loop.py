@@ -280,7 +280,7 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
               f"({env.world_size} x {local_bs}), lr {peak_lr:g} (cosine, {warmup} warm-up steps), SGD momentum "
               f"{cfg.momentum:g}, wd {cfg.weight_decay:g}, label smoothing {cfg.label_smoothing:g}, amp {cfg.amp}, "
               f"EMA {cfg.ema_decay if cfg.ema_decay else 'off'}, seed {cfg.seed}"
-              + (f", {mixer}" if mixer.enabled else ""))
+              + (f", random erasing {cfg.reprob:g}" if cfg.reprob else "") + (f", {mixer}" if mixer.enabled else ""))
     if start_epoch or start_step:
         _say(env, f"resuming from {last_path}: epoch {start_epoch + 1} step {start_step}/{steps_per_epoch} "
                   f"(global step {global_step}, best top-1 {max(best_top1, 0):.2f}%)")
