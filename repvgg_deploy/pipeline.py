@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .backend.trt.env import trt_unavailable
 from .errors import DataError, UserError
 from .utils.io import atomic_write_json, atomic_write_text, check_out_dir
 
@@ -289,13 +290,6 @@ def _saved_result(res_path: Path, inputs: Sequence[Path], n: int) -> Optional[Di
     return res if isinstance(res, dict) and res.get("n") == n else None
 
 
-def _trt_status() -> Optional[str]:
-    """None when TensorRT and a GPU are usable, else why not (the words of ``repvgg-trt build``'s error)."""
-    from .backend.trt.env import trt_unavailable
-
-    return trt_unavailable()
-
-
 # What the pipeline writes in its --out folder. MARKER is written only into a folder that the
 # pipeline made itself (absent or empty before); --fresh deletes only such a folder.
 OUT_FOLDERS = ("train", "models", "engines", "eval", "bench")
@@ -348,7 +342,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     commands: List[str] = []
     env = dict(os.environ)
     stage = _Stage(6)
-    trt_reason = _trt_status()
+    trt_reason = trt_unavailable()  # None, or why not, in the words of repvgg-trt build's error
     data_args = ["--data", "fashion-mnist"] + (["--data-dir", cfg.data_dir] if cfg.data_dir else [])
     thread_args = ["--threads", str(cfg.threads)] if cfg.threads else []
     jobs, lane_threads = lanes(cfg.jobs, cfg.threads)

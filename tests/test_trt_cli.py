@@ -216,14 +216,14 @@ def test_library_raises_missing_dependency(a0_onnx, tmp_path):
 def test_commands_that_skip_tensorrt_give_the_build_error_words(a0_onnx, tmp_path):
     """repvgg-bench --backend auto and repvgg-pipeline skip TensorRT with the same reason (and the
     same install hint) as repvgg-trt build fails with."""
+    from repvgg_deploy import pipeline
     from repvgg_deploy.bench.backends import pick_auto_backend, tensorrt_status
-    from repvgg_deploy.pipeline import _trt_status
 
     build_line = _one_error_line(trt_cli("build", str(a0_onnx), "-o", str(tmp_path / "a0.engine")))
     _assert_missing_trt_line(build_line)
     reason = build_line[len("repvgg-trt: error: "):]
     assert tensorrt_status() == reason
-    assert _trt_status() == reason
+    assert pipeline.trt_unavailable() == reason  # what the pipeline's TensorRT stage reports as skipped
     backend, device, why = pick_auto_backend()
     assert reason in why and backend != "trt"
 

@@ -51,11 +51,10 @@ def ort_cuda_available() -> bool:
 
 
 def tensorrt_status() -> Optional[str]:
-    """None when TensorRT engines can run here, else what is missing (one line)."""
-    try:
-        from ..backend.trt.env import trt_unavailable
-    except ImportError as e:  # pragma: no cover - part of this package
-        return f"the TensorRT runtime repvgg_deploy.backend.trt is not available ({e})"
+    """None when TensorRT engines can run here, else what is missing (one line, the words of
+    ``repvgg-trt build``'s error)."""
+    from ..backend.trt.env import trt_unavailable
+
     return trt_unavailable()
 
 

@@ -334,7 +334,7 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
             stopped = False
             for x, y in train_loader.iter_from(start_step):
                 schedule.set(global_step)
-                x_in, target = mixer(x, y) if mixer.enabled else (x, y)
+                x_in, target = mixer(x, y)  # (x, y) as they are unless --mixup/--cutmix
                 with autocast_for(device, cfg.amp):
                     logits = fwd_model(x_in)
                     loss = criterion(logits, target)
