@@ -241,13 +241,10 @@ def _finished(run_dir: Path, epochs: int) -> bool:
         text = metrics.read_text()
     except (OSError, UnicodeDecodeError):
         return False
-    last = 0
-    for line in text.splitlines():  # as the trainer reads it: a line it cannot read (cut short by a kill) is skipped
-        try:
-            last = int(json.loads(line)["epoch"])
-        except (ValueError, KeyError, TypeError, OverflowError):
-            continue
-    return last >= epochs
+    from .train.loop import metrics_epochs  # the trainer's reading: lines it cannot read are skipped
+
+    seen = [epoch for _, epoch in metrics_epochs(text)]
+    return bool(seen) and seen[-1] >= epochs
 
 
 def _settings_changed(run_dir: Path, recipe: Dict[str, Any], subset: Optional[int]) -> List[str]:

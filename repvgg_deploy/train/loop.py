@@ -26,7 +26,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -121,16 +121,20 @@ def _check_resume(ckpt: Dict[str, Any], cfg: TrainConfig, arch: str, num_classes
                   "the result will not match an uninterrupted run", err=True)
 
 
+def metrics_epochs(text: str) -> Iterator[Tuple[str, int]]:
+    """``(line, epoch)`` for each line of a ``metrics.jsonl`` text that can be read; a line that
+    cannot (cut short by a kill mid-append, not JSON, no integer epoch) is skipped."""
+    for line in text.splitlines():
+        try:
+            yield line, int(json.loads(line)["epoch"])
+        except (ValueError, KeyError, TypeError, OverflowError):
+            continue
+
+
 def _truncate_metrics(path: Path, epochs_done: int) -> None:
     if not path.exists():
         return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if int(json.loads(line)["epoch"]) <= epochs_done:
-                keep.append(line)
-        except (ValueError, KeyError, TypeError, OverflowError):
-            continue
+    keep = [line for line, epoch in metrics_epochs(path.read_text()) if epoch <= epochs_done]
     atomic_write_text(path, "".join(k + "\n" for k in keep))
     os.chmod(path, 0o666 & ~_umask())
 
