@@ -237,13 +237,12 @@ def _finished(run_dir: Path, epochs: int) -> bool:
     metrics = run_dir / "metrics.jsonl"
     if not (run_dir / "best.pth").exists() or not metrics.exists():
         return False
-    try:
-        text = metrics.read_text()
-    except (OSError, UnicodeDecodeError):
-        return False
     from .train.loop import metrics_epochs  # the trainer's reading: lines it cannot read are skipped
 
-    seen = [epoch for _, epoch in metrics_epochs(text)]
+    try:
+        seen = [epoch for _, epoch in metrics_epochs(metrics)]
+    except OSError:
+        return False
     return bool(seen) and seen[-1] >= epochs
 
 

@@ -64,8 +64,10 @@ def test_out_is_checked_and_fresh_deletes_only_a_pipeline_folder(tmp_path, monke
     assert not _finished(run, 2) and _finished(run, 1)  # the last line it can read is epoch 1's
     (run / "metrics.jsonl").write_text('{"epoch": 1}\n[2]\n{"epoch": 1e999}\n{"epoch": 2}\n')  # bad lines between
     assert _finished(run, 2)
-    (run / "metrics.jsonl").write_bytes(b'{"epoch": 2}\n\xff\xfe')  # not UTF-8: not finished, no traceback
-    assert not _finished(run, 2)
+    (run / "metrics.jsonl").write_bytes(b'{"epoch": 2}\n\xff\xfe')  # a line that is not UTF-8 is skipped, as in training
+    assert _finished(run, 2)
+    (run / "metrics.jsonl").write_bytes(b'{"epoch": 1}\n{"epoch": 2, "x": "\xff"}\n')
+    assert not _finished(run, 2) and _finished(run, 1)
     res = tmp_path / "a0-fp32.json"
     res.write_text('{"top1": 8')
     assert _saved_result(res, [run / "best.pth"], 10) is None

@@ -86,9 +86,10 @@ def test_linear_scaling_rule_and_metrics_truncation(tmp_path):
 
     assert scaled_lr(0.1, 256) == 0.1 and scaled_lr(0.1, 512) == pytest.approx(0.2)
     assert scaled_lr(0.1, 128) == pytest.approx(0.05) and scaled_lr(0.1, 512, scale=False) == 0.1
-    # --resume from epoch 2: the lines of later epochs, and one cut short by a kill, go
+    # --resume from epoch 2: the lines of later epochs, one that is not UTF-8, and one cut short by a kill, go
     path = tmp_path / "metrics.jsonl"
-    path.write_text("".join(json.dumps({"epoch": e, "val_top1": e * 10.0}) + "\n" for e in (1, 2, 3)) + '{"epoch": 4, "val')
+    path.write_bytes(("".join(json.dumps({"epoch": e, "val_top1": e * 10.0}) + "\n" for e in (1, 2, 3))).encode()
+                     + b'{"epoch": 1, "note": "\xff"}\n{"epoch": 4, "val')
     _truncate_metrics(path, 2)
     assert [json.loads(ln) for ln in path.read_text().splitlines()] == [{"epoch": 1, "val_top1": 10.0},
                                                                          {"epoch": 2, "val_top1": 20.0}]

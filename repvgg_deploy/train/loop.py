@@ -121,10 +121,13 @@ def _check_resume(ckpt: Dict[str, Any], cfg: TrainConfig, arch: str, num_classes
                   "the result will not match an uninterrupted run", err=True)
 
 
-def metrics_epochs(text: str) -> Iterator[Tuple[str, int]]:
-    """``(line, epoch)`` for each line of a ``metrics.jsonl`` text that can be read; a line that
-    cannot (cut short by a kill mid-append, not JSON, no integer epoch) is skipped."""
+def metrics_epochs(path: Path) -> Iterator[Tuple[str, int]]:
+    """``(line, epoch)`` for each line of a ``metrics.jsonl`` file that can be read; a line that
+    cannot (cut short by a kill mid-append, not JSON, not UTF-8, no integer epoch) is skipped."""
+    text = path.read_bytes().decode("utf-8", errors="replace")  # a bad byte spoils its line only
     for line in text.splitlines():
+        if "\ufffd" in line:
+            continue
         try:
             yield line, int(json.loads(line)["epoch"])
         except (ValueError, KeyError, TypeError, OverflowError):
@@ -134,7 +137,7 @@ def metrics_epochs(text: str) -> Iterator[Tuple[str, int]]:
 def _truncate_metrics(path: Path, epochs_done: int) -> None:
     if not path.exists():
         return
-    keep = [line for line, epoch in metrics_epochs(path.read_text()) if epoch <= epochs_done]
+    keep = [line for line, epoch in metrics_epochs(path) if epoch <= epochs_done]
     atomic_write_text(path, "".join(k + "\n" for k in keep))
     os.chmod(path, 0o666 & ~_umask())
 
