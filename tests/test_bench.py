@@ -16,18 +16,20 @@ from onnx import TensorProto, helper
 
 from repvgg_deploy import create_model, export_onnx
 from repvgg_deploy.bench import stats
-from repvgg_deploy.bench.backends import Case, Target, TrtTarget, _profile_from_json, tensorrt_status
+from repvgg_deploy.bench.backends import (Case, OrtTarget, Target, TorchTarget, TrtTarget, _profile_from_json,
+                                          tensorrt_status)
 from repvgg_deploy.bench.flops import count_macs
 from repvgg_deploy.bench.measure import interleave, run_window
 from repvgg_deploy.bench.models import build_model, known_models, paper_table4_models, resolve_model
 from repvgg_deploy.bench.paper import paper_comparisons
-from repvgg_deploy.bench.runner import PlanItem, Settings, row_record, run_benchmark
+from repvgg_deploy.bench.measure import Window
+from repvgg_deploy.bench.runner import FlopCounter, PlanItem, Row, Settings, row_record, run_benchmark
 from repvgg_deploy.errors import UnknownArchError, UserError
 from repvgg_deploy.export import to_onnx_proto
 from repvgg_deploy.fuse import reparameterize
 from repvgg_deploy.reference import paper_row, paper_table
 
-from conftest import has_cuda, run_cli
+from conftest import has_cuda, randomize_bn, run_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -160,6 +162,48 @@ def test_flops_resnet50_and_training_form():
     assert r50 == pytest.approx(paper_row("ResNet-50").flops_b, rel=0.06)
     train = count_macs(to_onnx_proto(create_model("A0").eval(), img_size=224, batch=1)).macs
     assert train > 1.3615e9 * 1.1  # the 1x1 branches cost about 11% more multiply-adds
+
+
+@pytest.fixture(scope="module")
+def a0_files(tmp_path_factory):
+    """One small fused A0 (random BN, so every conv has a bias) as FP32 (dynamic and static batch 4),
+    FP16 and INT8 Q/DQ files, the project's own conversions; ``params``: the PyTorch count."""
+    from repvgg_deploy.quantize import to_fp16_onnx, to_int8_onnx
+
+    torch.manual_seed(0)
+    model = reparameterize(randomize_bn(create_model("A0", num_classes=10, in_chans=1).eval(), 1))
+    d = tmp_path_factory.mktemp("a0files")
+    files = {"fp32": d / "a0.onnx", "fp32_b4": d / "a0-b4.onnx", "fp16": d / "a0-fp16.onnx", "int8": d / "a0-int8.onnx"}
+    export_onnx(model, files["fp32"], img_size=32)
+    export_onnx(model, files["fp32_b4"], img_size=32, batch=4)
+    to_fp16_onnx(files["fp32"], files["fp16"])
+    calib = np.random.default_rng(1).standard_normal((8, 1, 32, 32)).astype(np.float32)
+    to_int8_onnx(files["fp32"], files["int8"], calib=calib, method="minmax")
+    return {**files, "params": sum(p.numel() for p in model.parameters())}
+
+
+def test_static_batch_flops_are_per_image(a0_files):
+    dyn, b4 = count_macs(a0_files["fp32"]), count_macs(a0_files["fp32_b4"])
+    assert b4.macs == dyn.macs > 0 and b4["by_op"] == dyn["by_op"] and b4["uncounted"] == []
+    assert (dyn["batch"], b4["batch"]) == (1, 4)
+    # the bench's own path for a file: OrtTarget, then FlopCounter
+    t = OrtTarget("cpu", 1, path=a0_files["fp32_b4"])
+    t.load()
+    assert t.input_shape[0] == 4
+    assert FlopCounter().count(PlanItem(t, "a0-b4.onnx", str(a0_files["fp32_b4"]))) == (dyn.macs, None)
+    t.unload()
+
+
+def test_file_parameter_counts_agree_across_precisions(a0_files):
+    # INT8 weights count, the Q/DQ scales and zero points (per channel: 1-D) do not
+    counts = {}
+    for precision in ("fp32", "fp16", "int8"):
+        t = OrtTarget("cpu", 1, path=a0_files[precision])
+        t.load()
+        counts[precision] = (t.precision, t.params)
+        t.unload()
+    n = a0_files["params"]
+    assert counts == {"fp32": ("fp32", n), "fp16": ("fp16", n), "int8": ("int8", n)}
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -380,6 +424,56 @@ def test_engine_profile_bounds_are_checked(tmp_path):
     assert _profile_from_json({"profiles": [{"input": {"min": [1], "opt": [2], "max": [4]}}]}) == ([1], [2], [4])
     assert _profile_from_json({"shapes": {"input": [[1], [2], [3]]}}) == ([1], [2], [3])
     assert _profile_from_json({"precision": "fp16"}) is None
+
+
+def test_fraction_of_peak_uses_the_tf32_peak_where_fp32_ran_on_tf32(tmp_path, a0_files):
+    from repvgg_deploy.bench.backends import engine_tf32, ort_tf32, read_engine_json
+    from repvgg_deploy.build import BuildConfig
+    from repvgg_deploy.build.metadata import EngineMeta, write_engine_meta
+
+    peaks = {"fp32": 60.0, "tf32": 400.0, "fp16": 800.0}  # H100/H200-like: FP32 (TF32 off) vs TF32 vs FP16
+    s = Settings(measured_peaks=peaks)
+
+    def row(t):
+        return Row(PlanItem(t, "m", "m"), 128, windows=[Window([0.01] * 10, [10.0] * 10, 0.1)], macs=10 ** 9)
+
+    def trt_row(name, precision, build):
+        # the JSON build_engine writes beside an engine, read back as TrtTarget.load() reads it
+        path = tmp_path / f"{name}.engine"
+        write_engine_meta(path, EngineMeta(
+            engine=path.name, engine_bytes=2048, engine_sha256="0" * 64, engine_magic="00000000",
+            tensorrt={"version": "10.13.0", "major": 10, "strongly_typed": True}, gpu=None, precision=precision,
+            profile=None, io=[], onnx={"path": "a0.onnx", "sha256": "", "metadata": {"arch": "RepVGG-A0"}}, build=build))
+        t = TrtTarget(path=path)
+        t.meta = read_engine_json(path)
+        t.precision, t.tf32 = t.meta["precision"], engine_tf32(t.meta)
+        return row(t)
+
+    def peak(r):
+        r = row_record(r, s)
+        return r["peak_tflops"], r["peak_source"]
+
+    # TensorRT: FP32 engines are built with TF32 by default (BuildConfig.tf32, recorded as build.tf32)
+    assert BuildConfig().tf32 is True
+    assert peak(trt_row("fp32", "fp32", {"tf32": BuildConfig().tf32, "opt_level": 3})) == (400.0, "measured tf32 matmul")
+    assert peak(trt_row("fp32-notf32", "fp32", {"tf32": False})) == (60.0, "measured fp32 matmul")
+    assert peak(trt_row("fp16", "fp16", {"tf32": True})) == (800.0, "measured fp16 matmul")
+    assert peak(trt_row("int8", "int8", {"tf32": True})) == (None, None)
+    assert peak(trt_row("unknown", "fp32", {})) == (60.0, "measured fp32 matmul")  # not recorded: as before
+    # ONNX Runtime: the CUDA provider's use_tf32 (on by default) as get_provider_options() reports it
+    cpu = OrtTarget("cpu", 1, path=a0_files["fp32"])
+    cpu.load()
+    assert ort_tf32(cpu.runner.session.get_provider_options()) is None and cpu.tf32 is None  # no CUDA provider
+    cpu.unload()
+    assert ort_tf32({"CUDAExecutionProvider": {"device_id": "0", "use_tf32": "0"}}) is False
+    assert ort_tf32({"CUDAExecutionProvider": {"device_id": "0"}}) is None  # an ONNX Runtime without the option
+    cuda = OrtTarget("cuda", None, path=a0_files["fp32"])
+    cuda.tf32 = ort_tf32({"CUDAExecutionProvider": {"device_id": "0", "use_tf32": "1"}})
+    assert cuda.tf32 is True and peak(row(cuda)) == (400.0, "measured tf32 matmul")
+    # PyTorch: the precision is the switch (TorchRunner.activate turns TF32 off for fp32, on for tf32)
+    for precision, key in (("fp32", "fp32"), ("tf32", "tf32"), ("fp16", "fp16"), ("bf16", "bf16")):
+        t = TorchTarget(resolve_model("repvgg-a0"), "cuda", precision, 32)
+        assert peak(row(t)) == (peaks.get(key), f"measured {key} matmul" if key in peaks else None)
 
 
 # --------------------------------------------------------------------------------------------- PyTorch backend

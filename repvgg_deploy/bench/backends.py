@@ -25,7 +25,7 @@ from .models import ModelSpec, build_model
 
 __all__ = [
     "Target", "Case", "TorchTarget", "OrtTarget", "TrtTarget", "torch_cuda_available", "ort_cuda_available",
-    "tensorrt_status", "pick_auto_backend", "BACKENDS", "read_engine_json",
+    "tensorrt_status", "pick_auto_backend", "BACKENDS", "read_engine_json", "onnx_params", "engine_tf32", "ort_tf32",
 ]
 
 BACKENDS = ("torch", "ort", "trt")
@@ -111,6 +111,7 @@ class Target:
         self.img_size: Optional[int] = None
         self.params: Optional[int] = None
         self.arch: Optional[str] = None  # a file's arch, from its metadata
+        self.tf32: Optional[bool] = None  # FP32 layers allowed TF32 tensor cores (engine/session); None: unknown
 
     def load(self) -> None:
         raise NotImplementedError
@@ -243,6 +244,30 @@ def _free_cuda() -> None:
 
 
 # --------------------------------------------------------------------------------------------- ONNX Runtime
+# FLOAT, FLOAT16, BFLOAT16 weights; INT8/UINT8 the quantized weights of a Q/DQ file
+_PARAM_TYPES = (1, 10, 16, 3, 2)
+
+
+def onnx_params(proto: Any) -> int:
+    """Weight elements of an ONNX graph: its floating-point and INT8/UINT8 initializers (not scalars),
+    less the scales and zero points of ``QuantizeLinear``/``DequantizeLinear`` (inputs 1 and 2), so that
+    the FP32, FP16 and INT8 files of one model count the same."""
+    qparams = {name for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+               for name in n.input[1:3]}
+    return sum(int(np.prod(t.dims)) for t in proto.graph.initializer
+               if t.data_type in _PARAM_TYPES and len(t.dims) > 0 and t.name not in qparams)
+
+
+def ort_tf32(provider_options: Dict[str, Dict[str, Any]]) -> Optional[bool]:
+    """Whether a session's CUDA execution provider lets FP32 convolutions and GEMMs use TF32
+    (its ``use_tf32`` option, on by default), from ``session.get_provider_options()``; None when
+    there is no CUDA provider or the option is not reported (ONNX Runtime before the option)."""
+    value = (provider_options.get("CUDAExecutionProvider") or {}).get("use_tf32")
+    if value is None:
+        return None
+    return str(value).strip().lower() in ("1", "true")
+
+
 class OrtTarget(Target):
     """An ONNX file (given, or exported from a model name the way ``repvgg-export`` does) in ONNX Runtime."""
 
@@ -297,6 +322,8 @@ class OrtTarget(Target):
             self._read_file_facts()
         if self.device == "cuda" and "CUDAExecutionProvider" not in self.runner.session.get_providers():
             raise MissingDependency("ONNX Runtime could not start its CUDA execution provider (CUDA/cuDNN libraries?)")
+        if self.device == "cuda":
+            self.tf32 = ort_tf32(self.runner.session.get_provider_options())
 
     def _read_file_facts(self) -> None:
         import onnx
@@ -313,8 +340,7 @@ class OrtTarget(Target):
             self.img_size = int(hw[0])
         elif meta.get("img_size"):
             self.img_size = int(meta["img_size"])
-        self.params = sum(int(np.prod(t.dims)) for t in proto.graph.initializer
-                          if t.data_type in (1, 10, 16) and len(t.dims) > 0)
+        self.params = onnx_params(proto)
         self.proto = self.path  # count_macs loads it again (stripped)
 
     def flops_source(self):
@@ -388,6 +414,14 @@ def read_engine_json(engine: Path) -> Dict[str, Any]:
     return {}
 
 
+def engine_tf32(meta: Dict[str, Any]) -> Optional[bool]:
+    """Whether the engine was built with TF32 allowed for FP32 layers (``build.tf32`` of the engine
+    JSON, see :mod:`repvgg_deploy.build.metadata`; TensorRT's default is on); None when not recorded."""
+    build = meta.get("build")
+    value = build.get("tf32") if isinstance(build, dict) else None
+    return value if isinstance(value, bool) else None
+
+
 def _profile_from_json(meta: Dict[str, Any]) -> Optional[Tuple[List[int], List[int], List[int]]]:
     """(min, opt, max) input shapes from the engine JSON, accepting a few layouts."""
     cands = []
@@ -416,7 +450,8 @@ class TrtTarget(Target):
     - ``TrtRunner(engine_path)`` deserializes the engine on the current CUDA device;
       attributes ``input_shape`` (``-1`` for dynamic axes), ``input_dtype`` (torch dtype),
       ``profile`` (``(min, opt, max)`` input shapes, ``None`` when static) and ``meta`` (the
-      engine JSON: ``precision``, ``profile``, ``onnx.path``, ``onnx.metadata.arch``).
+      engine JSON: ``precision``, ``profile``, ``onnx.path``, ``onnx.metadata.arch``,
+      ``build.tf32``).
     - ``runner.allocate(batch) -> (x, out)`` and ``runner.enqueue(x, out)``: ``execute_async_v3`` on
       PyTorch's current stream, no allocation, no synchronization; ``runner.capture_graph(x, out)``
       -> ``torch.cuda.CUDAGraph``. Without ``allocate``/``enqueue`` the bench falls back to
@@ -474,6 +509,7 @@ class TrtTarget(Target):
             prec = "+".join(str(p) for p in prec)
         if prec:
             self.precision = str(prec)
+        self.tf32 = engine_tf32(self.meta)
         rp = getattr(self.runner, "profile", None) or getattr(self.runner, "profile_shapes", None)
         self.profile = tuple(list(s) for s in rp) if rp else _profile_from_json(self.meta)
         shape = getattr(self.runner, "input_shape", None)

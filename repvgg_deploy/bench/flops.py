@@ -6,8 +6,9 @@ activations, pooling, BatchNorm and element-wise ops are not counted: they are a
 percent of a conv net's work. The paper's "FLOPs" are multiply-adds counted the same way, so
 ``macs`` compares with its ``flops_b`` column; achieved FLOP/s counts 2 FLOPs per multiply-add.
 
-The count is per image: the input's batch dimension is fixed to 1 before inference. Large
-initializers are replaced by their shapes first, so a 500 MB model is not copied.
+The count is per image: a symbolic batch dimension is fixed to 1 before inference; a static
+batch B is kept (a static export bakes it into its Reshape targets) and the count divided by B.
+Large initializers are replaced by their shapes first, so a 500 MB model is not copied.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ _SMALL = 4096  # initializers up to this many elements keep their values (Reshap
 
 
 class MacCount(dict):
-    """``{"macs": per image, "by_op": {op: macs}, "nodes": counted nodes, "uncounted": [...]}``."""
+    """``{"macs": per image, "by_op": {op: macs per image}, "nodes": counted nodes, "uncounted": [...],
+    "batch": the static batch the graph was counted at (1 for a dynamic one)}``."""
 
     @property
     def macs(self) -> int:
@@ -75,6 +77,19 @@ def _stripped(proto: onnx.ModelProto, batch: int, hw: Optional[int]) -> onnx.Mod
     return model
 
 
+def _static_batch(proto: onnx.ModelProto) -> int:
+    """The fixed batch (dim 0) of the first graph input that is not an initializer; 1 when symbolic."""
+    init_names = {t.name for t in proto.graph.initializer}
+    for vi in proto.graph.input:
+        if vi.name in init_names:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+            return int(dims[0].dim_value)
+        return 1
+    return 1
+
+
 def _load(model: Union[str, Path, bytes, onnx.ModelProto]) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
         return model
@@ -86,9 +101,11 @@ def _load(model: Union[str, Path, bytes, onnx.ModelProto]) -> onnx.ModelProto:
 def count_macs(model: Union[str, Path, bytes, onnx.ModelProto], img_size: Optional[int] = None) -> MacCount:
     """Multiply-adds per image of a one-input ONNX model (see the module doc for what is counted).
 
-    ``img_size`` fills symbolic height/width of a 4-D input (static inputs need none).
+    ``img_size`` fills symbolic height/width of a 4-D input (static inputs need none). A static
+    batch B is counted as it is and divided by B.
     """
     proto = _load(model)
+    batch = _static_batch(proto)
     inferred = shape_inference.infer_shapes(_stripped(proto, 1, img_size), check_type=False, strict_mode=False)
     shapes: Dict[str, list] = {}
     for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
@@ -110,7 +127,8 @@ def count_macs(model: Union[str, Path, bytes, onnx.ModelProto], img_size: Option
             continue
         by_op[node.op_type] = by_op.get(node.op_type, 0) + macs
         counted += 1
-    return MacCount(macs=sum(by_op.values()), by_op=by_op, nodes=counted, uncounted=uncounted)
+    by_op = {op: m // batch for op, m in by_op.items()}
+    return MacCount(macs=sum(by_op.values()), by_op=by_op, nodes=counted, uncounted=uncounted, batch=batch)
 
 
 def _attr(node, name, default):

@@ -99,7 +99,8 @@ class FlopCounter:
         src = t.flops_source()
         if isinstance(src, (str, Path)) and Path(src).is_file():
             st = Path(src).stat()
-            return f"{Path(src).resolve()}:{st.st_size}:{int(st.st_mtime)}@{t.img_size}"
+            # "/img": static batches are divided since; older cache entries counted them B times
+            return f"{Path(src).resolve()}:{st.st_size}:{int(st.st_mtime)}@{t.img_size}/img"
         return ""
 
     def count(self, item: PlanItem) -> Tuple[Optional[int], Optional[str]]:
@@ -317,13 +318,15 @@ def _drop(row: Row, oom: bool) -> None:
 
 
 # --------------------------------------------------------------------------------------------- records
-def _peak_key(precision: str) -> Optional[str]:
+def _peak_key(precision: str, tf32: Optional[bool] = None) -> Optional[str]:
+    """The matmul peak a row is compared with: its precision's, ``tf32`` for FP32 rows whose engine or
+    session lets FP32 layers use TF32 tensor cores (``Target.tf32``), None for INT8 and mixed ``best``."""
     p = precision.lower()
     if "int8" in p or p == "best":
         return None
     for k in ("fp16", "bf16", "tf32", "fp32"):
         if k in p:
-            return k
+            return "tf32" if k == "fp32" and tf32 else k
     return None
 
 
@@ -373,7 +376,7 @@ def row_record(row: Row, settings: Settings) -> Dict[str, Any]:
         if settings.peak_tflops:
             peak, source = settings.peak_tflops, "--peak-tflops"
         elif t.device == "cuda":
-            k = _peak_key(t.precision)
+            k = _peak_key(t.precision, getattr(t, "tf32", None))
             if k and k in settings.measured_peaks:
                 peak, source = settings.measured_peaks[k], f"measured {k} matmul"
         rec["peak_tflops"] = peak

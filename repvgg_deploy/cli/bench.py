@@ -302,8 +302,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from ..bench.measure import measure_matmul_peak
         from ..bench.runner import _peak_key
 
-        wanted = sorted({_peak_key(r.item.target.precision) for r in rows if r.ok and r.item.target.device == "cuda"}
-                        - {None})
+        wanted = sorted({_peak_key(r.item.target.precision, getattr(r.item.target, "tf32", None))
+                         for r in rows if r.ok and r.item.target.device == "cuda"} - {None})
         for prec in wanted:
             log(f"measuring the {prec} matmul peak ...")
             try:
