@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from repvgg_deploy import create_model, load_checkpoint, read_checkpoint, reparameterize, save_checkpoint
 from repvgg_deploy.checkpoint import detect_layout, suggest_archs
-from repvgg_deploy.errors import CheckpointError
+from repvgg_deploy.errors import CheckpointError, UnknownArchError
 
 from conftest import randomize_bn
 
@@ -200,3 +200,72 @@ def test_not_a_repvgg_state_dict(tmp_path):
     torch.save({"fc.weight": torch.zeros(2, 2)}, path)
     with pytest.raises(CheckpointError, match="not a RepVGG checkpoint"):
         load_checkpoint(path)
+
+
+# ------------------------------------------------------------------ wrappers, EMA, BN counters
+
+
+def test_foreign_wrapper_arch_that_is_no_arch_name_is_ignored(tmp_path):
+    """timm's CheckpointSaver writes 'arch': 'byobnet' (the class name); the weights still load."""
+    model = _model("A0")
+    path = tmp_path / "timm-saver.pth"
+    torch.save({"epoch": 3, "arch": "byobnet", "state_dict": _to_timm(model.state_dict()), "version": 2,
+                "metric": 71.5}, path)
+    info = read_checkpoint(path)
+    assert info.layout == "timm" and info.arch is None and info.meta["arch"] == "byobnet"
+    assert _same_outputs(model, load_checkpoint(path))
+    assert _same_outputs(model, load_checkpoint(path, arch="A0"))
+    official = tmp_path / "official-wrapper.pth"
+    torch.save({"epoch": 3, "arch": "RepVGG-A0", "state_dict": model.state_dict()}, official)
+    assert read_checkpoint(official).arch == "RepVGG-A0"  # an arch name in a foreign wrapper is still used
+    own = tmp_path / "own-bad-arch.pth"
+    torch.save({"format": "repvgg-deploy", "format_version": 1, "arch": "byobnet", "model": model.state_dict()}, own)
+    with pytest.raises(UnknownArchError, match="unknown arch 'byobnet'"):
+        read_checkpoint(own)  # this project's files must name a real arch
+
+
+def test_use_ema(tmp_path):
+    raw, ema = _model("A0", seed=1), _model("A0", seed=2)
+    bare = tmp_path / "bare.pth"
+    torch.save(raw.state_dict(), bare)
+    with pytest.raises(CheckpointError, match="holds no EMA weights"):
+        load_checkpoint(bare, use_ema=True)
+    wrapped = tmp_path / "last-like.pth"
+    torch.save({"model": raw.state_dict(), "model_ema": ema.state_dict(), "epoch": 3}, wrapped)
+    assert _same_outputs(ema, load_checkpoint(wrapped, use_ema=True))
+    assert _same_outputs(raw, load_checkpoint(wrapped))
+    for name in ("best.pth", "best.safetensors"):  # repvgg-train's best.pth of an EMA run: "model" is the EMA
+        best = tmp_path / name
+        save_checkpoint(ema, best, ema=True, epoch=3)
+        assert _same_outputs(ema, load_checkpoint(best, use_ema=True))
+        assert _same_outputs(ema, load_checkpoint(best))
+    for name in ("plain.pth", "plain.safetensors"):
+        plain = tmp_path / name
+        save_checkpoint(raw, plain)
+        with pytest.raises(CheckpointError, match="holds no EMA weights"):
+            load_checkpoint(plain, use_ema=True)
+        save_checkpoint(raw, plain, ema=False)
+        with pytest.raises(CheckpointError, match="holds no EMA weights"):
+            load_checkpoint(plain, use_ema=True)
+
+
+def test_bn_counters_the_model_lacks_or_the_file_lacks(tmp_path):
+    model = _model("A0")
+    deploy_sd = reparameterize(model).state_dict()
+    deploy_sd["stage1.0.rbr_dense.bn.num_batches_tracked"] = torch.tensor(0)  # a deploy model has no BN
+    path = tmp_path / "deploy-stray.pth"
+    torch.save(deploy_sd, path)
+    assert _same_outputs(model, load_checkpoint(path))
+    sd = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    sd["stage1.0.rbr_1x1.bn.num_batches_tracked"] = torch.tensor(5)  # the model has it: kept; the others added
+    sd["stage1.0.rbr_identity.num_batches_tracked"] = torch.tensor(5)  # stride 2, no identity branch: dropped
+    path = tmp_path / "train-stray.pth"
+    torch.save(sd, path)
+    loaded = load_checkpoint(path, arch="A0")
+    assert _same_outputs(model, loaded)
+    assert int(loaded.state_dict()["stage1.0.rbr_1x1.bn.num_batches_tracked"]) == 5
+    sd.pop("linear.bias")
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path, arch="A0")
+    assert "1 missing keys: linear.bias" in str(e.value) and "unexpected" not in str(e.value)

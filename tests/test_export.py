@@ -230,3 +230,43 @@ def test_failed_check_writes_nothing(tmp_path, a0_ckpt):
     assert "differs from PyTorch" in line
     assert not out.exists() and not out.with_suffix(".json").exists()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_opset_below_18_is_the_opset_written(tmp_path, a0_ckpt):
+    """--opset 13 gives an opset-13 file (TorchScript exporter), the report says so, and no traceback is printed."""
+    ckpt, model = a0_ckpt
+    out = tmp_path / "a0-op13.onnx"
+    r = run_cli("repvgg-export", str(ckpt), "--opset", "13", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "onnxscript" not in r.stderr, r.stderr
+    proto = onnx.load(str(out))
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [13]
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["opset"] == 13 and report["verify"]["ok"] and report["compare"]["max_rel_err"] < 1e-4
+    assert verify_onnx(out).head == ["GlobalAveragePool", "Flatten", "Gemm"]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    x = np.random.default_rng(2).standard_normal((5, 1, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    assert np.abs(OnnxrtRunner(out)(x) - ref).max() / np.abs(ref).max() < 1e-5
+
+
+def test_every_opset_in_range_is_written_as_asked_and_others_are_refused(tmp_path):
+    from repvgg_deploy.export import ExportError, to_onnx_proto
+    from repvgg_deploy.export.onnx_export import MIN_OPSET, max_opset
+
+    deploy = reparameterize(randomize_bn(create_model("A0", num_classes=10).eval(), 1))
+    for opset in (MIN_OPSET, 11, 17, 18, 20):
+        proto = to_onnx_proto(deploy, img_size=32, batch=2, opset=opset)
+        assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [opset]
+        assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [2, 3, 32, 32]
+        assert verify_onnx(proto).ok, opset
+    for opset in (MIN_OPSET - 1, max_opset() + 1):
+        with pytest.raises(ExportError, match=f"opset {opset} cannot be exported: supported opsets are {MIN_OPSET} to"):
+            to_onnx_proto(deploy, img_size=32, opset=opset)
+    out = tmp_path / "x.onnx"
+    assert f"--opset: must be >= {MIN_OPSET}, got 5" in _one_line_error(
+        run_cli("repvgg-export", "--arch", "A0", "--random-init", "--opset", "5", "-o", str(out)))
+    assert f"--opset: must be <= {max_opset()}" in _one_line_error(
+        run_cli("repvgg-export", "--arch", "A0", "--random-init", "--opset", str(max_opset() + 1), "-o", str(out)))
+    assert not out.exists()

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, UnknownArchError
 from ..models.config import ARCHS, list_archs, resolve_arch
 from ..models.repvgg import RepVGG, create_model, model_default_cfg
 from ..utils.io import atomic_path, sha256_file
@@ -113,9 +113,20 @@ def _is_state_dict(obj: Any) -> bool:
     )
 
 
+def _holds_ema_as_model(meta: Mapping[str, Any]) -> bool:
+    """This project's ``best.pth`` of an EMA run: its ``"model"`` weights are the EMA weights (``"ema": True``)."""
+    return meta.get("format") == FORMAT and meta.get("ema") is True
+
+
 def _unwrap(obj: Any, path: Path, use_ema: bool) -> Tuple[StateDict, Dict[str, Any]]:
-    """Find the state dict inside a checkpoint object; return it and the wrapper's metadata."""
+    """Find the state dict inside a checkpoint object; return it and the wrapper's metadata.
+
+    ``use_ema`` takes ``model_ema``/``state_dict_ema``, or the ``model`` of this project's
+    ``best.pth`` written with EMA on; a file without EMA weights is then an error.
+    """
     if _is_state_dict(obj):
+        if use_ema:
+            raise CheckpointError(f"{path}: holds no EMA weights (a bare state dict), asked for by use_ema")
         return dict(obj), {}
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(obj).__name__}, not a dict of tensors)")
@@ -123,7 +134,7 @@ def _unwrap(obj: Any, path: Path, use_ema: bool) -> Tuple[StateDict, Dict[str, A
     keys = (["model_ema", "state_dict_ema"] if use_ema else []) + ["model", "state_dict", "net", "params"]
     for key in keys:
         if _is_state_dict(obj.get(key)):
-            if use_ema and not key.endswith("_ema"):
+            if use_ema and not key.endswith("_ema") and not (key == "model" and _holds_ema_as_model(meta)):
                 raise CheckpointError(f"{path}: holds no EMA weights ('model_ema'), asked for by use_ema")
             return dict(obj[key]), meta
     raise CheckpointError(
@@ -205,6 +216,8 @@ def read_checkpoint(path: Union[str, Path], use_ema: bool = False) -> Checkpoint
         raise CheckpointError(f"checkpoint is empty (0 bytes): {path}")
     if path.suffix == ".safetensors":
         raw, meta = _safetensors_load(path)
+        if use_ema and not _holds_ema_as_model(meta):
+            raise CheckpointError(f"{path}: holds no EMA weights (a safetensors file of one state dict), asked for by use_ema")
     else:
         raw, meta = _unwrap(_torch_load(path), path, use_ema)
     raw = _strip_prefix(raw)
@@ -220,9 +233,17 @@ def read_checkpoint(path: Union[str, Path], use_ema: bool = False) -> Checkpoint
         deploy, block, num_classes, in_chans = _describe(sd)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
+    # This project's files name their arch; another wrapper's "arch" may be anything (timm's
+    # CheckpointSaver writes the class name, 'byobnet'): used only when it is an arch name here.
     arch = meta.get("arch")
     if arch is not None:
-        arch = resolve_arch(str(arch))
+        try:
+            arch = resolve_arch(str(arch))
+        except UnknownArchError:
+            if own:
+                raise
+            arch = None
+    if arch is not None:
         block = ARCHS[arch].block
     return CheckpointInfo(sd, layout, deploy, block, num_classes, in_chans, arch, meta, str(path), sha256_file(path))
 
@@ -256,7 +277,7 @@ def suggest_archs(info: CheckpointInfo) -> List[str]:
 def _mismatch_message(arch: str, info: CheckpointInfo, model: nn.Module) -> str:
     expected = {k: v.shape for k, v in model.state_dict().items()}
     missing = [k for k in expected if k not in info.state_dict and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in info.state_dict if k not in expected]
+    unexpected = [k for k in info.state_dict if k not in expected and not k.endswith("num_batches_tracked")]
     shapes = [
         f"{k} {list(info.state_dict[k].shape)} vs {list(expected[k])}"
         for k in expected
@@ -286,8 +307,11 @@ def load_checkpoint(
 
     The layout (this project's, official, timm), the form (training or deploy), the class
     count and the input channels come from the file; ``arch`` comes from the file's metadata
-    when it has some, else from ``arch``, else from the parameter shapes when only one arch
-    fits. A deploy-form file builds a deploy-form model. Metadata (mean/std, image size,
+    when it has some (another tool's ``"arch"`` field only when it is an arch name here), else
+    from ``arch``, else from the parameter shapes when only one arch fits. A deploy-form file
+    builds a deploy-form model. ``use_ema`` loads ``model_ema`` (or this project's ``best.pth``
+    of an EMA run) and is an error for a file without EMA weights. BN ``num_batches_tracked``
+    counters are matched to the model (dropped or added). Metadata (mean/std, image size,
     class names, source) is left in ``model.pretrained_cfg``.
     """
     info = read_checkpoint(path, use_ema=use_ema)
@@ -314,8 +338,9 @@ def load_checkpoint(
         )
     model = create_model(arch, deploy=info.deploy, num_classes=info.num_classes, in_chans=info.in_chans)
     expected = model.state_dict()
-    sd = dict(info.state_dict)
-    for k, v in expected.items():  # files written without BN counters still load
+    # BN counters are not weights: drop the ones the model has no BN for, add the ones the file lacks.
+    sd = {k: v for k, v in info.state_dict.items() if k in expected or not k.endswith("num_batches_tracked")}
+    for k, v in expected.items():
         if k.endswith("num_batches_tracked") and k not in sd:
             sd[k] = v
     if not _matches(sd, {k: v.shape for k, v in expected.items()}):

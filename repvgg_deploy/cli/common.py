@@ -122,15 +122,26 @@ def add_model_args(parser: argparse.ArgumentParser, arch_required: bool = False)
     return g
 
 
+def opset_arg(text: str) -> int:
+    """``--opset``: an integer in the range the exporters write, else a one-line argparse error."""
+    from ..export.onnx_export import MIN_OPSET, max_opset
+
+    value = _number(text, int, MIN_OPSET)
+    if value > max_opset():
+        raise argparse.ArgumentTypeError(f"must be <= {max_opset()} (the newest opset the installed onnx knows), got {value}")
+    return value
+
+
 def add_export_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    from ..export.onnx_export import DEFAULT_OPSET
+    from ..export.onnx_export import DEFAULT_OPSET, MIN_OPSET
 
     g = parser.add_argument_group("ONNX")
     g.add_argument("--img-size", type=positive_int, default=None,
                    help="input height and width, a multiple of 32 (default: from the checkpoint, else 224)")
     g.add_argument("--batch", type=positive_int, default=None, help="static batch size (default: dynamic batch axis)")
-    g.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"ONNX opset (default {DEFAULT_OPSET}: parsed by TensorRT 10 and 11 and ONNX Runtime)")
+    g.add_argument("--opset", type=opset_arg, default=DEFAULT_OPSET,
+                   help=f"ONNX opset, {MIN_OPSET} or newer (default {DEFAULT_OPSET}: parsed by TensorRT 10 and 11 and ONNX "
+                        "Runtime; below 18 the TorchScript exporter writes it)")
     g.add_argument("--mean", type=parse_floats, default=None, help="per-channel mean stored in the metadata, e.g. 0.485,0.456,0.406")
     g.add_argument("--std", type=parse_floats, default=None, help="per-channel std stored in the metadata")
     return g

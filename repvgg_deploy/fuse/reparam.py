@@ -130,6 +130,22 @@ def repvgg_model_convert(model: nn.Module, save_path: Optional[str] = None, do_c
     return model
 
 
+def _is_multibranch(module: nn.Module) -> bool:
+    """True for a block still in training form: this project's, the official release's or timm's."""
+    if getattr(module, "is_multibranch", False):  # this project
+        return True
+    if callable(getattr(module, "switch_to_deploy", None)) and not hasattr(module, "is_multibranch"):
+        return getattr(module, "rbr_reparam", None) is None  # official release: rbr_reparam once fused
+    if callable(getattr(module, "reparameterize", None)):
+        return getattr(module, "reparam_conv", None) is None  # timm: reparam_conv None until fused
+    return False
+
+
 def is_deploy(model: nn.Module) -> bool:
-    """True when no sub-module is left in training (multi-branch) form."""
-    return not any(getattr(m, "is_multibranch", False) for m in model.modules())
+    """True when no sub-module is left in training (multi-branch) form.
+
+    A block is in training form when it says so (``is_multibranch``, this project), when it
+    has ``switch_to_deploy()`` but no ``rbr_reparam`` (the official release), or when it has
+    ``reparameterize()`` and ``reparam_conv`` is missing or None (timm).
+    """
+    return not any(_is_multibranch(m) for m in model.modules())
