@@ -259,9 +259,9 @@ def _settings_changed(run_dir: Path, recipe: Dict[str, Any], subset: Optional[in
     return [f"{k} {saved[k]!r} -> {v!r}" for k, v in wanted.items() if k in saved and saved[k] != v]
 
 
-def _export_current(path: Path, ckpt: Path, prec: str, calib_images: int) -> bool:
+def _export_current(path: Path, ckpt: Path, prec: str, calib_images: int, int8_target: str = "tensorrt") -> bool:
     """An ONNX file (and its JSON report) of ``ckpt`` in ``prec`` newer than the checkpoint, INT8
-    calibrated on ``calib_images`` images."""
+    calibrated on ``calib_images`` images for ``int8_target``."""
     report = path.with_suffix(".json")
     if not (path.exists() and report.exists() and path.stat().st_mtime >= ckpt.stat().st_mtime):
         return False
@@ -271,7 +271,9 @@ def _export_current(path: Path, ckpt: Path, prec: str, calib_images: int) -> boo
         return False
     if doc.get("precision", "fp32") != prec:
         return False
-    return prec != "int8" or (doc.get("calibration") or {}).get("images") == calib_images
+    calibration = doc.get("calibration") or {}
+    return prec != "int8" or (calibration.get("images") == calib_images
+                              and calibration.get("target", "tensorrt") == int8_target)
 
 
 def _saved_result(res_path: Path, inputs: Sequence[Path], n: int) -> Optional[Dict[str, Any]]:
@@ -339,6 +341,9 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     env = dict(os.environ)
     stage = _Stage(6)
     trt_reason = trt_unavailable()  # None, or why not, in the words of repvgg-trt build's error
+    # the INT8 files are built by TensorRT when it is here, else run (and timed) by ONNX Runtime:
+    # each gets its Q/DQ placement (docs/precision.md)
+    int8_target = "onnxruntime" if trt_reason else "tensorrt"
     data_args = ["--data", "fashion-mnist"] + (["--data-dir", cfg.data_dir] if cfg.data_dir else [])
     thread_args = ["--threads", str(cfg.threads)] if cfg.threads else []
     jobs, lane_threads = lanes(cfg.jobs, cfg.threads)
@@ -386,12 +391,12 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         for prec in PRECISIONS:
             path = out / "models" / (f"{key}.onnx" if prec == "fp32" else f"{key}-{prec}.onnx")
             onnx_files[f"{key}/{prec}"] = path
-            if _export_current(path, ckpts[key], prec, cfg.calib_images):
+            if _export_current(path, ckpts[key], prec, cfg.calib_images, int8_target):
                 print(f"reusing {path}")
             else:
                 cmd = _cmd("repvgg-export", ckpts[key], "-o", path, "--precision", prec)
                 if prec == "int8":
-                    cmd += ["--calib", "fashion-mnist", "--calib-images", cfg.calib_images]
+                    cmd += ["--calib", "fashion-mnist", "--calib-images", cfg.calib_images, "--int8-target", int8_target]
                     if cfg.data_dir:
                         cmd += ["--data-dir", cfg.data_dir]
                 _run(cmd, commands, env=env)
@@ -545,7 +550,10 @@ def _write_report(out: Path, cfg: PipelineConfig, recipe: Dict[str, Any], recipe
         f"({'within' if ok else 'NOT within'} the 0.5-point target); plain RepVGG-A0 INT8: {a0_int8 - a0_fp32:+.2f} points."
         + (" ONNX Runtime ran the INT8 files with its u8u8 kernels (`session.x64quantprecision`, "
            "`--x64-quant-precision auto`): this x86 CPU has no VNNI, and there its faster u8s8 kernels saturate."
-           if acc["qa-a0/int8"].get("ort_x64_quant_precision") else ""),
+           if acc["qa-a0/int8"].get("ort_x64_quant_precision") else "")
+        + (" The INT8 files have ONNX Runtime's Q/DQ placement (`--int8-target onnxruntime`, also on each Conv output, "
+           "for its int8 kernels), as TensorRT is not here to build them." if trt_reason else
+           " The INT8 files have TensorRT's Q/DQ placement (`--int8-target tensorrt`)."),
         "",
         "![accuracy](accuracy.png)",
         "",

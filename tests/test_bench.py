@@ -179,6 +179,8 @@ def a0_files(tmp_path_factory):
     to_fp16_onnx(files["fp32"], files["fp16"])
     calib = np.random.default_rng(1).standard_normal((8, 1, 32, 32)).astype(np.float32)
     to_int8_onnx(files["fp32"], files["int8"], calib=calib, method="minmax")
+    files["int8_ort"] = d / "a0-int8-ort.onnx"
+    to_int8_onnx(files["fp32"], files["int8_ort"], calib=calib, method="minmax", target="onnxruntime")
     return {**files, "params": sum(p.numel() for p in model.parameters())}
 
 
@@ -196,14 +198,19 @@ def test_static_batch_flops_are_per_image(a0_files):
 
 def test_file_parameter_counts_agree_across_precisions(a0_files):
     # INT8 weights count, the Q/DQ scales and zero points (per channel: 1-D) do not
-    counts = {}
-    for precision in ("fp32", "fp16", "int8"):
+    counts, options = {}, {}
+    for precision in ("fp32", "fp16", "int8", "int8_ort"):
         t = OrtTarget("cpu", 1, path=a0_files[precision])
         t.load()
-        counts[precision] = (t.precision, t.params)
+        counts[precision], options[precision] = (t.precision, t.params), t.options
         t.unload()
     n = a0_files["params"]
-    assert counts == {"fp32": ("fp32", n), "fp16": ("fp16", n), "int8": ("int8", n)}
+    assert counts == {"fp32": ("fp32", n), "fp16": ("fp16", n), "int8": ("int8", n), "int8_ort": ("int8", n)}
+    # the options column says when ONNX Runtime runs an INT8 file's convolutions in FP32 (TensorRT's Q/DQ form)
+    from repvgg_deploy.utils.env import cpu_int8_saturates
+
+    assert options["fp32"] == options["fp16"] == "" and options["int8"] == "fp32 convs (TensorRT Q/DQ)"
+    assert options["int8_ort"] == ("x64quantprecision" if cpu_int8_saturates() else "")
 
 
 # --------------------------------------------------------------------------------------------- models

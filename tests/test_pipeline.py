@@ -169,6 +169,15 @@ def test_tiny_pipeline_end_to_end_and_reuse(tmp_path):
     assert "| RepVGG-A0 |" in text and "| QARepVGG-A0 |" in text and (out / "accuracy.png").stat().st_size > 0
     for name in ("a0", "a0-fp16", "a0-int8", "qa-a0", "qa-a0-fp16", "qa-a0-int8"):
         assert (out / "models" / f"{name}.onnx").exists()
+    # no TensorRT here: the INT8 files get ONNX Runtime's Q/DQ placement, the one that runs on its int8 kernels
+    int8 = json.loads((out / "models" / "a0-int8.json").read_text())
+    assert int8["calibration"]["target"] == "onnxruntime" and int8["int8"]["problems"] == []
+    assert "`--int8-target onnxruntime`" in text
+    from repvgg_deploy.pipeline import _export_current
+
+    ckpt = out / "train" / "a0" / "best.pth"
+    assert _export_current(out / "models" / "a0-int8.onnx", ckpt, "int8", 32, "onnxruntime")
+    assert not _export_current(out / "models" / "a0-int8.onnx", ckpt, "int8", 32, "tensorrt")
     # a second run reuses the checkpoints, ONNX files and evaluations
     r2 = run_cli(*args, timeout=900)
     assert r2.returncode == 0, r2.stderr[-2000:]

@@ -341,18 +341,28 @@ class OrtTarget(Target):
         elif meta.get("img_size"):
             self.img_size = int(meta["img_size"])
         self.params = onnx_params(proto)
+        calibration = meta.get("calibration") if isinstance(meta.get("calibration"), dict) else {}
+        self.int8_target = calibration.get("target")  # where the file's Q/DQ sit (repvgg-export --int8-target)
         self.proto = self.path  # count_macs loads it again (stripped)
 
     def flops_source(self):
         return self.proto if self.proto is not None else self.path
 
+    int8_target: Optional[str] = None
+
     @property
     def options(self) -> str:
-        """``x64quantprecision`` where an INT8 file runs on ONNX Runtime's u8u8 kernels (see ``session_from_onnx``)."""
+        """``x64quantprecision`` where an INT8 file runs on ONNX Runtime's u8u8 kernels (see ``session_from_onnx``);
+        ``fp32 convs (TensorRT Q/DQ)`` for an INT8 file with TensorRT's Q/DQ placement, whose convolutions
+        ONNX Runtime runs in FP32 on dequantized weights (``--int8-target onnxruntime`` gives its int8 kernels)."""
         from ..backend.onnxrt import resolve_x64_quant_precision
 
+        if self.precision != "int8":
+            return ""
         on = self.runner.x64_quant_precision if self.runner is not None else resolve_x64_quant_precision(self.x64_quant_precision)
-        return "x64quantprecision" if on and self.precision == "int8" and self.device == "cpu" else ""
+        if self.int8_target == "tensorrt":
+            return "fp32 convs (TensorRT Q/DQ)"
+        return "x64quantprecision" if on and self.device == "cpu" else ""
 
     def case(self, batch: int) -> Case:
         b = self.input_shape[0] if self.input_shape else None

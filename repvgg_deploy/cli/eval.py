@@ -62,7 +62,9 @@ def _line(r: Dict[str, Any]) -> str:
     what = f"{r.get('arch') or '?'} {r['format']}" + (" (fused)" if r["format"] == "checkpoint" and r.get("fused") else "")
     if r.get("bn_recalibrated_batches"):
         what += f", BN recomputed on {r['bn_recalibrated_batches']} batches"
-    if r.get("precision") == "int8" and r.get("ort_x64_quant_precision"):
+    if r.get("precision") == "int8" and r.get("int8_target") == "tensorrt":
+        what += ", TensorRT Q/DQ: FP32 convs in ONNX Runtime"
+    elif r.get("precision") == "int8" and r.get("ort_x64_quant_precision"):
         what += ", u8u8 int8 kernels (x64quantprecision)"
     skipped = f", {r['skipped']} unreadable skipped" if r.get("skipped") else ""
     read = f", read from {r['read_from']}" if r.get("read_from") else ""

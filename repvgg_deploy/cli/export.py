@@ -12,6 +12,7 @@ from ..checkpoint import load_checkpoint
 from ..errors import UserError
 from ..models.config import ARCHS, resolve_arch
 from ..models.repvgg import create_model, model_default_cfg
+from ..quantize.int8 import TARGETS
 from .common import add_export_args, add_model_args, positive_int, run_main
 
 PROG = "repvgg-export"
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--calib", help="calibration data for int8: fashion-mnist, cifar10 or an ImageFolder path (as repvgg-train --data)")
     g.add_argument("--calib-images", type=int, default=512, help="calibration images (default 512)")
     g.add_argument("--calib-method", default="percentile", help="percentile (default), minmax or entropy")
+    g.add_argument("--int8-target", choices=TARGETS, default="tensorrt",
+                   help="where --precision int8 puts the activation Q/DQ: tensorrt (the default; the inputs of each "
+                        "Conv, TensorRT's placement) or onnxruntime (also each Conv output, which ONNX Runtime's CPU "
+                        "fuses into int8 QLinearConv kernels)")
     g.add_argument("--calib-percentile", type=float, default=99.99, help="percentile of |activation| kept by --calib-method percentile (default 99.99)")
     g.add_argument("--data-dir", help="where the calibration data set lives (see repvgg-train --data-dir)")
     g = p.add_argument_group("checks")
@@ -68,11 +73,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.checkpoint and not args.random_init:
         raise UserError("no checkpoint given (pass a checkpoint file, or --random-init with --arch)")
     arch = resolve_arch(args.arch) if args.arch else None
+    from ..quantize.int8 import INT8_MIN_OPSET
     from ..quantize.transform import precision_transform
+
+    if args.precision == "int8" and args.opset < INT8_MIN_OPSET:
+        raise UserError(f"--precision int8 needs --opset {INT8_MIN_OPSET} or newer (per-channel Q/DQ), got {args.opset}")
 
     transform, comparison_images = precision_transform(
         args.precision, calib=args.calib, calib_images=args.calib_images, calib_method=args.calib_method, calib_percentile=args.calib_percentile,
-        data_dir=args.data_dir, seed=args.seed, warn=lambda m: print(f"{PROG}: warning: {m}", file=sys.stderr))
+        data_dir=args.data_dir, seed=args.seed, int8_target=args.int8_target, warn=lambda m: print(f"{PROG}: warning: {m}", file=sys.stderr))
 
     if args.random_init:
         if arch is None:
@@ -110,7 +119,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         metadata["source_sha256"] = cfg.get("sha256")
 
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
-    compare_inputs = comparison_images((model.in_chans, img_size, img_size)) if comparison_images else None
+    compare_inputs = comparison_images((model.in_chans, img_size, img_size), mean, std) if comparison_images else None
     result = export_with_report(
         model, out, img_size=img_size, batch=args.batch, opset=args.opset, metadata=metadata,
         checkpoint=checkpoint, compare_batch=args.compare_batch, rtol=args.rtol, seed=args.seed, log=log,

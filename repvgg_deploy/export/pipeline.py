@@ -98,8 +98,12 @@ def export_with_report(
     }
     meta.update(metadata or {})
     if transform is not None:
+        set_metadata(proto, meta)  # the transform reads it (INT8: the mean/std of its calibration images)
         t = time.perf_counter()
-        report.update(transform(proto, deploy))
+        fields = transform(proto, deploy)
+        report.update(fields)
+        if "calibration" in fields:  # in the file too, as to_int8_onnx writes it
+            meta["calibration"] = fields["calibration"]
         timings["precision_s"] = time.perf_counter() - t
     set_metadata(proto, meta)
 
@@ -122,8 +126,9 @@ def export_with_report(
 
     t = time.perf_counter()
     data = proto.SerializeToString()
-    if compare_inputs is not None and batch:
-        compare_inputs = compare_inputs[:batch]
+    if compare_inputs is not None and batch and len(compare_inputs) != batch:
+        # a fixed batch takes exactly ``batch`` images: the first ones, repeated if there are fewer
+        compare_inputs = np.resize(compare_inputs, (batch,) + compare_inputs.shape[1:])
     cmp = compare_onnx_torch(data, model, img_size, batch=batch or compare_batch, seed=seed, inputs=compare_inputs)
     timings["compare_s"] = time.perf_counter() - t
     report["compare"] = {"reference": "pytorch training form" if not is_deploy(model) else "pytorch deploy form",
@@ -143,7 +148,7 @@ def export_with_report(
     report.update(
         {
             "precision": precision,
-            "opset": opset,
+            "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset),
             "img_size": img_size,
             "batch": batch if batch else "dynamic",
             "metadata": get_metadata(proto),

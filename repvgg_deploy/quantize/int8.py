@@ -7,13 +7,20 @@ This module makes that file with ONNX Runtime's post-training quantizer
 
 - symmetric INT8 everywhere (zero point 0), activations and weights;
 - per-channel weight scales (axis 0 of each Conv/Gemm weight), per-tensor activation scales;
-- Q/DQ on every Conv input and weight (and the Gemm head); biases stay FP32 (TensorRT
-  quantizes them itself; an INT32 bias DQ would not parse);
+- Q/DQ on every Conv input and weight (and the Gemm head); the logits stay FP32; biases stay
+  FP32 (TensorRT quantizes them itself; an INT32 bias DQ would not parse);
+- ``target="tensorrt"`` (the default): nothing on Conv outputs, the chain is
+  ``DQ -> Conv -> Relu -> Q -> DQ -> Conv``, TensorRT's recommended placement (quantize the
+  inputs of weighted layers, not their outputs), which it fuses into INT8 Conv+ReLU layers;
+  ``target="onnxruntime"``: also a Q/DQ pair on each Conv output (``Conv -> Q -> DQ -> Relu``),
+  the pattern ONNX Runtime's CPU provider fuses into its int8 ``QLinearConv`` (on the tensorrt
+  form it runs FP32 convolutions on dequantized weights: right numbers, no int8 speed);
 - ``Relu`` kept explicit (symmetric activations leave nothing to remove), so the graph still
   passes the plain-body verifier with Q/DQ allowed.
 
-Calibration runs ONNX Runtime on the CPU over N real images, with the MinMax, Entropy or
-Percentile method.
+Calibration runs ONNX Runtime on the CPU over N real images, pre-processed with the model's
+own mean/std (its metadata), with the MinMax, Entropy or Percentile method (the percentile of
+|activation|).
 """
 from __future__ import annotations
 
@@ -40,6 +47,8 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 # with the 99.99th percentile).
 DEFAULT_METHOD = "percentile"
 DEFAULT_PERCENTILE = 99.99
+INT8_MIN_OPSET = 13  # DequantizeLinear's axis (per-channel weight scales) came with opset 13
+TARGETS = ("tensorrt", "onnxruntime")
 log = logging.getLogger(__name__)
 
 
@@ -56,37 +65,68 @@ def load_calibration_images(
     seed: int = 0,
     warn=lambda msg: warnings.warn(msg, stacklevel=3),
     split: str = "train",
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
 ) -> np.ndarray:
     """``n`` images of ``split`` of ``spec`` (a data set name or folder), evaluation transforms.
 
     Images are a seeded random sample, pre-processed like evaluation (no augmentation) at the
-    model's size and channel count. Fewer than ``n`` available: a warning, and all are used.
+    model's size and channel count, normalized with ``mean``/``std`` (the model's; default: the
+    data set's). Fewer than ``n`` available: a warning, and all are used. An image that cannot be
+    read is replaced by another (a warning with the count).
     """
-    from ..data import build_dataset
+    from ..data import SkippedSample, build_dataset
 
     c, h, w = (int(v) for v in chw)
+    if h < 1 or w < 1:
+        raise UserError("the model's input has no fixed height and width; calibration needs one (export it with a fixed --img-size)")
     if h != w:
         raise UserError(f"the model's input is {h}x{w}; calibration needs a square input")
-    dataset = build_dataset(spec, split, img_size=h, in_chans=c, data_dir=data_dir, augment=False)
+    dataset = build_dataset(spec, split, img_size=h, in_chans=c, data_dir=data_dir, augment=False, mean=mean, std=std)
     total = len(dataset)
     if total < n:
         warn(f"only {total} calibration images in {spec!r} ({n} asked for); using all of them")
         n = total
     if n < 1:
         raise UserError(f"no calibration images in {spec!r}")
-    idx = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
-    first = dataset[int(idx[0])][0]
-    if tuple(first.shape) != (c, h, w):
-        raise UserError(
-            f"calibration images from {spec!r} are {'x'.join(map(str, first.shape))} but the model takes {c}x{h}x{w}"
-        )
-    return np.stack([np.asarray(dataset[int(i)][0], dtype=np.float32) for i in idx])
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(total, size=n, replace=False))
+    images, skipped = [], 0
+    spare = None
+    queue = [int(i) for i in idx]
+    while queue:
+        sample = dataset[queue.pop(0)]
+        if isinstance(sample, SkippedSample):
+            skipped += 1
+            if spare is None:  # replacements: the images not drawn, in a seeded order
+                spare = [int(i) for i in rng.permutation(np.setdiff1d(np.arange(total), idx))]
+            if spare:
+                queue.append(spare.pop(0))
+            continue
+        image = sample[0]
+        if tuple(image.shape) != (c, h, w):
+            raise UserError(
+                f"calibration images from {spec!r} are {'x'.join(map(str, image.shape))} but the model takes {c}x{h}x{w}"
+            )
+        images.append(np.asarray(image, dtype=np.float32))
+    if not images:
+        raise UserError(f"none of the {skipped} calibration images in {spec!r} could be read")
+    if skipped:
+        warn(f"skipped {skipped} unreadable calibration image(s) in {spec!r}; using {len(images)}")
+    return np.stack(images)
 
 
 class _Reader:
-    """``CalibrationDataReader`` over an array of images, in batches."""
+    """``CalibrationDataReader`` over an array of images, in batches.
 
-    def __init__(self, input_name: str, images: np.ndarray, batch: int = 16) -> None:
+    ``static``: the model's batch is fixed at ``batch``, so the last batch is filled up with
+    images from the start (repeats move min/max not at all and a histogram little).
+    """
+
+    def __init__(self, input_name: str, images: np.ndarray, batch: int = 16, static: bool = False) -> None:
+        if static and len(images) % batch:
+            fill = batch - len(images) % batch
+            images = np.concatenate([images, np.resize(images, (fill,) + images.shape[1:])])
         self.input_name, self.images, self.batch = input_name, images, batch
         self._it: Iterator[Dict[str, np.ndarray]] = iter(())
         self.rewind()
@@ -100,8 +140,11 @@ class _Reader:
         )
 
 
-def check_calibration(method: str, percentile: float = DEFAULT_PERCENTILE) -> None:
-    """One-line :class:`UserError` for an unknown ``--calib-method`` or a percentile outside (0, 100]."""
+def check_calibration(method: str, percentile: float = DEFAULT_PERCENTILE, target: str = "tensorrt") -> None:
+    """One-line :class:`UserError` for an unknown ``--calib-method`` or ``--int8-target``, or a
+    percentile outside (0, 100]."""
+    if target not in TARGETS:
+        raise UserError(f"unknown INT8 target {target!r}; choose one of {', '.join(TARGETS)}")
     if method not in CALIB_METHODS:
         raise UserError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
     if not 0 < percentile <= 100:
@@ -115,19 +158,26 @@ def quantize_int8(
     percentile: float = DEFAULT_PERCENTILE,
     op_types: Sequence[str] = ("Conv", "Gemm"),
     reduce_range: bool = False,
+    target: str = "tensorrt",
 ) -> onnx.ModelProto:
     """Q/DQ INT8 copy of an FP32 model, calibrated on ``images`` (N, C, H, W float32, pre-processed).
+
+    ``target``: where activations are quantized, ``"tensorrt"`` or ``"onnxruntime"`` (module doc).
 
     ``reduce_range``: 7-bit weights (ONNX Runtime's option; not TensorRT's form and not needed for
     ONNX Runtime either, whose u8u8 kernels avoid the saturation it is meant for: docs/precision.md).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    check_calibration(method, percentile)
+    check_calibration(method, percentile, target)
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node):
         raise UserError("the model is already quantized (it has Q/DQ nodes)")
     if proto.graph.input[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
         raise UserError("INT8 quantization needs the FP32 model (not an FP16 one)")
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < INT8_MIN_OPSET:
+        raise UserError(f"INT8 needs ONNX opset {INT8_MIN_OPSET} or newer (per-channel Q/DQ); the model has opset {opset} "
+                        f"(export it with --opset {INT8_MIN_OPSET} or newer)")
     chw = list(_input_chw(proto))
     if images.ndim != 4 or list(images.shape[1:]) != chw:
         raise UserError(
@@ -145,6 +195,10 @@ def quantize_int8(
         "WeightSymmetric": True,
         "QuantizeBias": False,
         "QDQKeepRemovableActivations": True,
+        # FP32 logits always; TensorRT's form also leaves Conv outputs alone (Q comes after the ReLU,
+        # at the next Conv's input), ONNX Runtime's quantizes them (its QLinearConv fusion needs it)
+        "OpTypesToExcludeOutputQuantization": ["Conv", "Gemm"] if target == "tensorrt" else ["Gemm"],
+        "CalibTensorRangeSymmetric": True,  # the percentile is one of |activation| (and min-max is symmetric)
     }
     if method == "percentile":
         extra["CalibPercentile"] = percentile
@@ -152,7 +206,7 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(prefix="repvgg-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(inferred, str(src))
-        reader = _Reader(proto.graph.input[0].name, images.astype(np.float32), batch)
+        reader = _Reader(proto.graph.input[0].name, images.astype(np.float32), batch, static=bool(batch_dim.dim_value))
         if method == "entropy":
             extra["TensorQuantOverrides"] = _entropy_ranges(src, Path(tmp), reader)
             reader.rewind()
@@ -203,8 +257,16 @@ def _entropy_ranges(model_path: Path, tmp: Path, reader: "_Reader", num_bins: in
     return out
 
 
-def qdq_report(proto: onnx.ModelProto) -> Dict[str, Any]:
-    """Check the Q/DQ form TensorRT expects; return counts and a list of problems (empty = good)."""
+def qdq_report(proto: onnx.ModelProto, target: Optional[str] = None) -> Dict[str, Any]:
+    """Check the Q/DQ form TensorRT expects; return counts and a list of problems (empty = good).
+
+    ``target`` (default: the file's own, from its metadata, else ``"tensorrt"``): with
+    ``"tensorrt"``, a quantized Conv output is a problem too.
+    """
+    if target is None:
+        from ..export.onnx_export import get_metadata
+
+        target = (get_metadata(proto).get("calibration") or {}).get("target", "tensorrt")
     from onnx import numpy_helper
 
     inits = {t.name: t for t in proto.graph.initializer}
@@ -242,6 +304,14 @@ def qdq_report(proto: onnx.ModelProto) -> Dict[str, Any]:
                 problems.append(f"{conv.name}: input scale is not per-tensor")
         if len(conv.input) > 2 and conv.input[2] in producers:
             problems.append(f"{conv.name}: bias is quantized (TensorRT wants it FP32)")
+    consumers: Dict[str, list] = {}
+    for n in proto.graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    for node in (convs if target == "tensorrt" else []) + [n for n in proto.graph.node if n.op_type == "Gemm"]:
+        if any(c.op_type == "QuantizeLinear" for c in consumers.get(node.output[0], [])):
+            problems.append(f"{node.name}: its output is quantized (TensorRT's form quantizes after the ReLU, "
+                            "at the next input; the logits stay FP32)")
     ops = [n.op_type for n in proto.graph.node]
     return {
         "convs": len(convs),
@@ -261,25 +331,28 @@ def to_int8_onnx(
     data_dir: Optional[str] = None,
     seed: int = 0,
     percentile: float = DEFAULT_PERCENTILE,
+    target: str = "tensorrt",
 ) -> Path:
-    """Read an FP32 ONNX, calibrate on ``calib`` (a data spec or an image array), write the Q/DQ ONNX."""
+    """Read an FP32 ONNX, calibrate on ``calib`` (a data spec or an image array), write the Q/DQ ONNX
+    (``target``: TensorRT's placement or ONNX Runtime's, see the module doc)."""
     from ..export.onnx_export import get_metadata, save_onnx, set_metadata
     from ..utils.io import check_writable_dir
     from ..verify import load_onnx
 
     if calib is None or (isinstance(calib, str) and not calib):
         raise UserError("INT8 needs calibration data: pass --calib (a data set name such as fashion-mnist, or an image folder)")
-    check_calibration(method, percentile)
+    check_calibration(method, percentile, target)
     check_writable_dir(dst)
     proto = load_onnx(src)
+    meta = get_metadata(proto)
     if isinstance(calib, str):
-        images = load_calibration_images(calib, calib_images, _input_chw(proto), data_dir=data_dir, seed=seed)
+        images = load_calibration_images(calib, calib_images, _input_chw(proto), data_dir=data_dir, seed=seed,
+                                         mean=meta.get("mean"), std=meta.get("std"))
         source = calib
     else:
         images, source = np.asarray(calib, dtype=np.float32), "array"
-    out = quantize_int8(proto, images, method=method, percentile=percentile)
-    meta = get_metadata(proto)
-    calibration = {"method": method, "images": int(len(images)), "source": source}
+    out = quantize_int8(proto, images, method=method, percentile=percentile, target=target)
+    calibration = {"method": method, "images": int(len(images)), "source": source, "target": target}
     if method == "percentile":
         calibration["percentile"] = percentile
     meta.update({"precision": "int8", "calibration": calibration})

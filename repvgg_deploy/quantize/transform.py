@@ -25,10 +25,15 @@ def precision_transform(
     data_dir: Optional[str] = None,
     compare_images: int = 64,
     seed: int = 0,
+    int8_target: str = "tensorrt",
     warn: Callable[[str], None] = print,
-) -> Tuple[Optional[Transform], Optional[Callable[[Tuple[int, int, int]], np.ndarray]]]:
+) -> Tuple[Optional[Transform], Optional[Callable[..., np.ndarray]]]:
     """The ``transform`` for :func:`~repvgg_deploy.export.export_with_report`, and a function that
-    loads real comparison images (INT8 with a data spec), checking the flags first."""
+    loads real comparison images (INT8 with a data spec), checking the flags first.
+
+    Calibration and comparison images are normalized with the model's mean/std: the INT8
+    transform reads them from the proto's metadata, ``comparison_images(chw, mean, std)`` takes them.
+    """
     if precision == "fp32":
         return None, None
     if precision == "fp16":
@@ -41,22 +46,28 @@ def precision_transform(
         raise UserError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
     if not calib:
         raise UserError("--precision int8 needs calibration data: pass --calib (fashion-mnist, cifar10 or an image folder)")
-    check_calibration(calib_method, calib_percentile)
+    check_calibration(calib_method, calib_percentile, int8_target)
     if calib_images < 1:
         raise UserError(f"--calib-images must be >= 1, got {calib_images}")
 
     def int8(proto: onnx.ModelProto, _model) -> Dict[str, Any]:
+        from ..export.onnx_export import get_metadata
+
         chw = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[1:]]
-        images = load_calibration_images(calib, calib_images, chw, data_dir=data_dir, seed=seed, warn=warn)
-        proto.CopyFrom(quantize_int8(proto, images, method=calib_method, percentile=calib_percentile))
-        report = qdq_report(proto)
+        meta = get_metadata(proto)
+        images = load_calibration_images(calib, calib_images, chw, data_dir=data_dir, seed=seed, warn=warn,
+                                         mean=meta.get("mean"), std=meta.get("std"))
+        proto.CopyFrom(quantize_int8(proto, images, method=calib_method, percentile=calib_percentile,
+                                     target=int8_target))
+        report = qdq_report(proto, int8_target)
         if report["problems"]:
             raise UserError(f"the Q/DQ model is not in TensorRT's form: {report['problems'][0]}")
         return {"int8": report, "calibration": {"source": calib, "images": int(len(images)), "method": calib_method,
-                                                         **({"percentile": calib_percentile} if calib_method == "percentile" else {})}}
+                                                **({"percentile": calib_percentile} if calib_method == "percentile" else {}),
+                                                "target": int8_target}}
 
-    def comparison_images(chw) -> np.ndarray:
+    def comparison_images(chw, mean=None, std=None) -> np.ndarray:
         return load_calibration_images(calib, compare_images, chw, data_dir=data_dir, seed=seed + 1,
-                                       warn=lambda _msg: None, split="val")
+                                       warn=lambda _msg: None, split="val", mean=mean, std=std)
 
     return int8, comparison_images

@@ -295,6 +295,9 @@ def evaluate_onnx(
     out.update({"model": str(path), "format": "onnx", "arch": meta.get("arch"), "fused": bool(meta.get("fused", True)),
                 "precision": meta.get("precision", "fp32"), "data": info.name, "img_size": int(size or info.img_size),
                 "skipped": int(getattr(loader, "skipped", 0)), "ort_x64_quant_precision": runner.x64_quant_precision})
+    calibration = meta.get("calibration") if isinstance(meta.get("calibration"), dict) else {}
+    if out["precision"] == "int8" and calibration.get("target"):
+        out["int8_target"] = calibration["target"]  # tensorrt: ONNX Runtime ran FP32 convs (docs/precision.md)
     return out
 
 
