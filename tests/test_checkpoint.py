@@ -99,6 +99,9 @@ def test_timm_layout_training_and_deploy(tmp_path):
     loaded = load_checkpoint(path, arch="repvgg_b2g4")
     assert read_checkpoint(path).layout == "timm"
     assert _same_outputs(model, loaded)
+    renamed = tmp_path / "timm-model.bin"  # a safetensors file under another name is still read as one
+    renamed.write_bytes(path.read_bytes())
+    assert read_checkpoint(renamed).layout == "timm" and _same_outputs(model, load_checkpoint(renamed, arch="B2g4"))
 
     dsd = _to_timm(reparameterize(model).state_dict())
     assert "stages.2.5.reparam_conv.weight" in dsd

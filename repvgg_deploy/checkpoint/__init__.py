@@ -205,6 +205,17 @@ def _describe(sd: StateDict) -> Tuple[bool, str, int, int]:
     return deploy, ("qarepvgg" if qa else "repvgg"), int(head.shape[0]), int(stem.shape[1])
 
 
+def _is_safetensors(path: Path) -> bool:
+    """A ``.safetensors`` name, or a file that starts like one: an 8-byte little-endian header length
+    that fits in the file, then the header's JSON ``{`` (a ``torch.save`` file starts with ``PK`` or a
+    pickle opcode)."""
+    if path.suffix == ".safetensors":
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= path.stat().st_size
+
+
 def read_checkpoint(path: Union[str, Path], use_ema: bool = False) -> CheckpointInfo:
     """Read any supported checkpoint file and describe it (layout, form, classes, channels)."""
     path = Path(path)
@@ -214,7 +225,7 @@ def read_checkpoint(path: Union[str, Path], use_ema: bool = False) -> Checkpoint
         raise CheckpointError(f"checkpoint is a folder, not a file: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint is empty (0 bytes): {path}")
-    if path.suffix == ".safetensors":
+    if _is_safetensors(path):
         raw, meta = _safetensors_load(path)
         if use_ema and not _holds_ema_as_model(meta):
             raise CheckpointError(f"{path}: holds no EMA weights (a safetensors file of one state dict), asked for by use_ema")
