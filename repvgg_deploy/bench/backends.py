@@ -359,9 +359,9 @@ class OrtTarget(Target):
 
         if self.precision != "int8":
             return ""
-        on = self.runner.x64_quant_precision if self.runner is not None else resolve_x64_quant_precision(self.x64_quant_precision)
         if self.int8_target == "tensorrt":
             return "fp32 convs (TensorRT Q/DQ)"
+        on = self.runner.x64_quant_precision if self.runner is not None else resolve_x64_quant_precision(self.x64_quant_precision)
         return "x64quantprecision" if on and self.device == "cpu" else ""
 
     def case(self, batch: int) -> Case:
