@@ -270,3 +270,16 @@ def test_every_opset_in_range_is_written_as_asked_and_others_are_refused(tmp_pat
     assert f"--opset: must be <= {max_opset()}" in _one_line_error(
         run_cli("repvgg-export", "--arch", "A0", "--random-init", "--opset", str(max_opset() + 1), "-o", str(out)))
     assert not out.exists()
+
+
+def test_metadata_values_keep_their_type():
+    from repvgg_deploy.export import set_metadata
+
+    proto = onnx.ModelProto()
+    values = {"plain": "RepVGG-A0", "digits": "2024", "word_true": "true", "quoted": '"x"', "list_of_str": ["0", "1"],
+              "number": 3, "flag": False, "nested": {"target": "tensorrt"}, "none": None}
+    set_metadata(proto, values)
+    assert get_metadata(proto) == values
+    raw = {p.key: p.value for p in proto.metadata_props}
+    assert raw["plain"] == "RepVGG-A0"  # a plain string stays readable as it is
+    assert raw["digits"] == '"2024"'

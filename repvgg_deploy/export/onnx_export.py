@@ -31,10 +31,15 @@ OUTPUT_NAME = "logits"
 
 
 def set_metadata(proto: onnx.ModelProto, metadata: Mapping[str, Any]) -> None:
-    """Store ``metadata`` in ``metadata_props`` (non-strings as JSON), replacing keys already there."""
+    """Store ``metadata`` in ``metadata_props``, replacing keys already there.
+
+    A plain string is stored as it is (``A0``, readable by any tool); everything else, and a string
+    that would read back as another JSON value (``"2024"``, ``"true"``, ``'"x"'``), as JSON, so that
+    :func:`get_metadata` returns every value with its type.
+    """
     existing = {p.key: p for p in proto.metadata_props}
     for key, value in metadata.items():
-        text = value if isinstance(value, str) else json.dumps(value)
+        text = value if isinstance(value, str) and not _reads_as_json(value) else json.dumps(value)
         if key in existing:
             existing[key].value = text
         else:
@@ -42,6 +47,14 @@ def set_metadata(proto: onnx.ModelProto, metadata: Mapping[str, Any]) -> None:
             entry.key, entry.value = key, text
     proto.producer_name = "repvgg-deploy"
     proto.producer_version = __version__
+
+
+def _reads_as_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def get_metadata(proto: onnx.ModelProto) -> Dict[str, Any]:
