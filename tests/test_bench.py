@@ -213,6 +213,23 @@ def test_file_parameter_counts_agree_across_precisions(a0_files):
     assert options["int8_ort"] == ("x64quantprecision" if cpu_int8_saturates() else "")
 
 
+def test_qdq_files_without_metadata_are_labelled_int8(a0_files, tmp_path):
+    # another tool's Q/DQ file carries no "precision" metadata: the graph says what it is
+    import onnx
+
+    labels = {}
+    for name in ("fp32", "int8", "int8_ort"):
+        proto = onnx.load(str(a0_files[name]))
+        del proto.metadata_props[:]
+        bare = tmp_path / f"{name}-bare.onnx"
+        onnx.save(proto, str(bare))
+        t = OrtTarget("cpu", 1, path=bare)
+        t.load()
+        labels[name] = t.precision
+        t.unload()
+    assert labels == {"fp32": "fp32", "int8": "int8", "int8_ort": "int8"}
+
+
 # --------------------------------------------------------------------------------------------- models
 def test_model_names_and_paper_mapping():
     assert resolve_model("RepVGG-A0").key == "repvgg-a0" and resolve_model("A0").fused

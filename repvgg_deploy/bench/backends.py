@@ -268,6 +268,30 @@ def ort_tf32(provider_options: Dict[str, Dict[str, Any]]) -> Optional[bool]:
     return str(value).strip().lower() in ("1", "true")
 
 
+_INT8_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+
+
+def _quantized_to(proto) -> Optional[str]:
+    """What a graph's Q/DQ pairs (or ONNX Runtime's integer ops) quantize to: ``"int8"`` for 8-bit, the type's
+    name (``"int16"``, ``"int4"``) for others, None for a float graph. For files, ours or another tool's,
+    that carry no ``precision`` metadata."""
+    import onnx
+
+    inits = {t.name: t.data_type for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type in _INT8_OPS:
+            return "int8"
+        if node.op_type == "QuantizeLinear":
+            # the zero point's type is the quantized type (uint8 when there is none); one made by a
+            # Constant node is not looked into and taken as 8-bit
+            zp = node.input[2] if len(node.input) > 2 and node.input[2] else None
+            dtype = inits.get(zp, onnx.TensorProto.UINT8) if zp else onnx.TensorProto.UINT8
+            if dtype in (onnx.TensorProto.UINT8, onnx.TensorProto.INT8):
+                return "int8"
+            return onnx.TensorProto.DataType.Name(dtype).lower()
+    return None
+
+
 class OrtTarget(Target):
     """An ONNX file (given, or exported from a model name the way ``repvgg-export`` does) in ONNX Runtime."""
 
@@ -333,8 +357,8 @@ class OrtTarget(Target):
         proto = onnx.load(str(self.path), load_external_data=False)
         meta = get_metadata(proto)
         self.arch = meta.get("arch") if isinstance(meta.get("arch"), str) else None
-        if meta.get("precision") and self.precision == "fp32":
-            self.precision = str(meta["precision"])  # e.g. "int8" for a Q/DQ file with a float input
+        if self.precision == "fp32":  # a float input: the file's own word, else what its graph quantizes to
+            self.precision = str(meta.get("precision") or _quantized_to(proto) or "fp32")
         hw = self.input_shape[2:] if len(self.input_shape) == 4 else []
         if hw and all(isinstance(d, int) and d > 0 for d in hw):
             self.img_size = int(hw[0])
