@@ -12,6 +12,7 @@ import torch
 
 from repvgg_deploy import create_model, export_onnx
 from repvgg_deploy.backend.onnxrt import OnnxrtRunner
+from repvgg_deploy.errors import UserError
 
 from conftest import randomize_bn, run_cli
 
@@ -124,6 +125,30 @@ def test_runner_graph_and_benchmark(a0, tmp_path):
     assert stats["median_ms"] > 0 and stats["images_per_s"] > 0
     with pytest.raises(Exception, match="outside the engine's profile"):
         runner.infer(torch.zeros(33, 3, 64, 64, device="cuda"))
+    # buffers are checked before TensorRT gets their raw pointers
+    x16 = torch.from_numpy(_inputs(16)).cuda()
+    with pytest.raises(UserError, match="holds 80 elements"):
+        runner.enqueue(x16, out)  # out was allocated for batch 8
+    with pytest.raises(UserError, match="is torch.float16"):
+        runner.enqueue(xb.half(), out)
+    with pytest.raises(UserError, match="not contiguous"):
+        runner.enqueue(xb, torch.empty(10, 8, device="cuda").t())
+
+
+def test_one_logger_for_builder_and_runtime(a0, tmp_path):
+    # TensorRT keeps one logger per process: a build while a Runtime is alive still reports to ours
+    from repvgg_deploy.backend.trt import TrtRunner, trt_logger
+    from repvgg_deploy.build import BuildConfig, build_engine
+
+    engine = tmp_path / "a0.engine"
+    build_engine(a0, engine, BuildConfig(batch=(1, 1, 2), opt_level=0))
+    runner = TrtRunner(engine)
+    import tensorrt as trt
+
+    assert runner.loaded.logger is trt_logger(trt)
+    lines = []
+    build_engine(a0, tmp_path / "b.engine", BuildConfig(batch=(1, 1, 2), opt_level=0, verbose=True), log=lines.append)
+    assert any(line.startswith("[TensorRT] INFO") for line in lines), lines[:5]
 
 
 def test_compat_refused_before_deserializing(a0, tmp_path):

@@ -210,25 +210,6 @@ def _profile_shapes(onnx_path: PathLike, dims: List[Optional[int]], batch: Optio
 
 # --------------------------------------------------------------------------- TensorRT
 
-def _make_logger(trt: Any, verbose: bool, log: Callable[[str], None]):
-    """A TensorRT logger that forwards warnings (and INFO with ``verbose``) and keeps the errors."""
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: List[str] = []
-
-        def log(self, severity, msg):  # noqa: A003 - TensorRT's name
-            name = getattr(severity, "name", str(severity))
-            if name in ("INTERNAL_ERROR", "ERROR"):
-                self.errors.append(msg)
-                log(f"[TensorRT] {name}: {msg}")
-            elif name == "WARNING" or verbose and name == "INFO":
-                log(f"[TensorRT] {name}: {msg}")
-
-    return _Logger()
-
-
 def parser_errors(parser: "trt.OnnxParser") -> List[str]:
     """One line per ONNX parser error: node index, name and operator, then TensorRT's text."""
     lines = []
@@ -253,14 +234,20 @@ def _read_timing_cache(trt: Any, config: "trt.IBuilderConfig", path: Optional[Pa
             raise UserError(f"cannot read --timing-cache {path}: {e.strerror or e}") from None
     try:
         cache = config.create_timing_cache(data)
-    except Exception:  # a corrupt file: TensorRT throws, start over
-        log(f"note: {path} is not a TensorRT timing cache; starting a new one")
+    except Exception:  # a corrupt file: TensorRT throws (or returns None, below), start over
+        cache = None
+    if cache is None:
+        if data:
+            log(f"note: {path} is not a TensorRT timing cache; starting a new one")
         cache = config.create_timing_cache(b"")
         data = b""
+    if cache is None:
+        raise UserError("TensorRT could not create a timing cache (see the TensorRT log above)")
     if not config.set_timing_cache(cache, False):
         log(f"note: {path} was made by another TensorRT version or GPU; starting a new one")
         cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, True)
+        if cache is None or not config.set_timing_cache(cache, True):
+            raise UserError("TensorRT could not use a new timing cache (see the TensorRT log above)")
         data = b""
     return len(data)
 
@@ -346,7 +333,7 @@ def build_engine(
     :class:`~repvgg_deploy.errors.MissingDependency` without TensorRT or a GPU. Nothing is
     written unless the build succeeds.
     """
-    from ..backend.trt.env import gpu_identity, import_tensorrt, require_cuda, trt_major, trt_version
+    from ..backend.trt.env import gpu_identity, import_tensorrt, require_cuda, trt_logger, trt_major, trt_version
 
     config = (config or BuildConfig()).validate()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
@@ -366,7 +353,7 @@ def build_engine(
     import torch
 
     torch.cuda.set_device(config.device)
-    logger = _make_logger(trt, config.verbose, log)
+    logger = trt_logger(trt, config.verbose, log)
     builder = trt.Builder(logger)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
@@ -437,7 +424,10 @@ def build_engine(
     # JSON renamed first, then the engine: a failure in between leaves the old engine beside a JSON
     # whose sha256 it does not match, which every loader refuses (never an engine without its JSON).
     with atomic_path(engine_path) as tmp:
-        tmp.write_bytes(engine_bytes)
+        with open(tmp, "wb") as f:  # on disk before the rename, like every atomic_write_* file
+            f.write(engine_bytes)
+            f.flush()
+            os.fsync(f.fileno())
         write_engine_meta(engine_path, meta)
     return meta
 

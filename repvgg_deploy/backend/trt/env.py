@@ -12,12 +12,13 @@ TensorRT name against the versions it runs on (see docs/tensorrt.md).
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Optional, Tuple
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ...errors import MissingDependency, UserError
 
 __all__ = ["import_tensorrt", "trt_major", "trt_version", "install_hint", "require_cuda", "gpu_identity",
-           "trt_unavailable", "version_tuple", "SUPPORTED_MAJORS"]
+           "trt_unavailable", "version_tuple", "trt_logger", "SUPPORTED_MAJORS"]
 
 # TensorRT majors this project is written and checked for (tests/test_trt_api.py).
 SUPPORTED_MAJORS = (10, 11)
@@ -122,3 +123,42 @@ def gpu_identity(device: int = 0) -> Optional[Dict[str, Any]]:
                 "memory_gib": round(p.total_memory / 2**30, 1), "cuda": str(torch.version.cuda)}
     except Exception:
         return None
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+_LOGGER: Any = None
+
+
+def trt_logger(trt: Any, verbose: bool = False, log: Optional[Callable[[str], None]] = None) -> Any:
+    """The process's one TensorRT logger, pointed at ``log`` (default: stderr), its error list emptied.
+
+    TensorRT keeps a single logger per process: a Builder or Runtime made while another one is
+    alive gets the first logger, whatever it is passed. So every Builder and Runtime here gets this
+    same object, which forwards warnings (and INFO with ``verbose``) to ``log`` and keeps the errors
+    in ``.errors``. Never stdout (TensorRT's own ``trt.Logger`` prints there, into ``--json`` output).
+    """
+    global _LOGGER
+    if _LOGGER is None:
+        class _Logger(trt.ILogger):
+            def __init__(self) -> None:
+                trt.ILogger.__init__(self)
+                self.errors: List[str] = []
+                self.verbose = False
+                self.sink: Callable[[str], None] = _stderr
+
+            def log(self, severity, msg):  # noqa: A003 - TensorRT's name
+                name = getattr(severity, "name", str(severity))
+                if name in ("INTERNAL_ERROR", "ERROR"):
+                    self.errors.append(msg)
+                    self.sink(f"[TensorRT] {name}: {msg}")
+                elif name == "WARNING" or self.verbose and name == "INFO":
+                    self.sink(f"[TensorRT] {name}: {msg}")
+
+        _LOGGER = _Logger()
+    _LOGGER.errors = []
+    _LOGGER.verbose = bool(verbose)
+    _LOGGER.sink = log or _stderr
+    return _LOGGER

@@ -15,7 +15,7 @@ from typing import Any, Callable, List, Optional, Union
 
 from ...build.metadata import EngineMeta, check_engine_compat, check_engine_file, read_engine_meta
 from ...errors import UserError
-from .env import gpu_identity, import_tensorrt, require_cuda, trt_version
+from .env import gpu_identity, import_tensorrt, require_cuda, trt_logger, trt_version
 
 __all__ = ["LoadedEngine", "load_engine", "precheck_engine"]
 
@@ -61,7 +61,7 @@ def load_engine(
         meta = check_engine_compat(path, trt_version=trt_version(trt), gpu=gpu_identity(device), notes=notes)
     for note in notes:
         log(f"note: {note}")
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = trt_logger(trt, log=log)  # stderr by default: TensorRT's own Logger prints to stdout
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(path.read_bytes())
     if engine is None:

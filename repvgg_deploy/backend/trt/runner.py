@@ -171,18 +171,35 @@ class TrtRunner:
             else:
                 stream = current.cuda_stream
         self.set_input_shape(tuple(x.shape))
-        self.context.set_tensor_address(self.input_name, int(x.data_ptr()))
-        self.context.set_tensor_address(self.output_names[0], int(out.data_ptr()))
-        for name in self.output_names[1:]:
-            buf = (extra_outputs or {}).get(name)
+        buffers = [(self.input_name, x, self.input_dtype, tuple(x.shape))]
+        for i, name in enumerate(self.output_names):
+            buf = out if i == 0 else (extra_outputs or {}).get(name)
             if buf is None:
                 raise UserError(f"engine output {name} needs a buffer (extra_outputs)")
-            self.context.set_tensor_address(name, int(buf.data_ptr()))
+            buffers.append((name, buf, self.output_dtypes[i], self.output_shape(name)))
+        for name, buf, dtype, shape in buffers:  # TensorRT takes raw pointers: a wrong buffer is not caught there
+            self._check_buffer(name, buf, dtype, shape)
+            if not self.context.set_tensor_address(name, int(buf.data_ptr())):
+                raise UserError(f"TensorRT refused the address of tensor {name}")
         if not self.context.execute_async_v3(int(stream)):
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
         if join is not None:
             join.wait_stream(self.stream)
         return out
+
+    def _check_buffer(self, name: str, buf, dtype, shape: Tuple[int, ...]) -> None:
+        """``buf`` holds tensor ``name`` of ``shape``: a contiguous tensor on this GPU, of ``dtype``, large enough."""
+        if buf.device != self.device:
+            raise UserError(f"tensor {name} is on {buf.device}; the engine runs on {self.device}")
+        if buf.dtype != dtype:
+            raise UserError(f"tensor {name} is {buf.dtype}; the engine's is {dtype}")
+        if not buf.is_contiguous():
+            raise UserError(f"tensor {name} is not contiguous")
+        need = 1
+        for d in shape:
+            need *= int(d)
+        if buf.numel() < need:
+            raise UserError(f"tensor {name} holds {buf.numel()} elements; shape {tuple(shape)} needs {need}")
 
     def infer(self, x):
         """Run ``x`` (a torch tensor, CUDA or CPU, any float dtype) and return the first output on the GPU.
