@@ -255,7 +255,11 @@ def _settings_changed(run_dir: Path, recipe: Dict[str, Any], subset: Optional[in
         saved = json.loads((run_dir / "config.json").read_text())["config"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    wanted = {**{k: v for k, v in recipe.items() if k in TrainConfig.RECIPE_FIELDS}, "subset": subset}
+    # the values the trainer records for these flags (a recipe's None is the flag's default, e.g. amp "none")
+    from .cli.train import build_parser
+
+    parsed = vars(build_parser().parse_args(["--arch", "A0", "--data", "fashion-mnist", *train_args(recipe)]))
+    wanted = {**{k: parsed[k] for k in recipe if k in TrainConfig.RECIPE_FIELDS}, "subset": subset}
     return [f"{k} {saved[k]!r} -> {v!r}" for k, v in wanted.items() if k in saved and saved[k] != v]
 
 

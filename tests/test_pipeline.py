@@ -198,3 +198,18 @@ def test_tiny_pipeline_end_to_end_and_reuse(tmp_path):
     assert _settings_changed(out / "train" / "a0", {**SHORT, "epochs": 1}, 256) == []
     changed = _settings_changed(out / "train" / "a0", FULL, None)
     assert "epochs 1 -> 120" in changed and "subset 256 -> None" in changed and "batch_size 128 -> 256" in changed
+
+
+def test_a_run_of_the_same_recipe_is_not_a_change(tmp_path):
+    # the trainer records a flag left out by its default: FULL without bf16 (a CPU with no native bf16)
+    # records amp "none", which is the recipe's amp None, not another setting (it was trained again)
+    from repvgg_deploy.cli.train import build_parser
+    from repvgg_deploy.pipeline import FULL, SHORT, _settings_changed, train_args
+    from repvgg_deploy.train.recipe import TrainConfig
+
+    for recipe in ({**FULL, "amp": None}, FULL, SHORT):
+        args = vars(build_parser().parse_args(["--arch", "A0", "--data", "fashion-mnist", "--out", "x",
+                                               *train_args(recipe)]))
+        (tmp_path / "config.json").write_text(json.dumps({"config": TrainConfig(**args).to_dict()}))
+        assert _settings_changed(tmp_path, recipe, None) == [], recipe
+    assert _settings_changed(tmp_path, {**SHORT, "lr": 0.1}, None) == ["lr 0.05 -> 0.1"]

@@ -572,3 +572,43 @@ def test_bad_resume_and_eval_input(reference_run, tmp_path, capsys):
                     "has 10 classes but", "repvgg-eval")
     _one_line_error(capsys, eval_cli.cli([str(ref / "best.pth"), "--data", "cifar10", "--data-dir", str(tmp_path)]),
                     "CIFAR-10", "repvgg-eval")
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_resume_with_another_batch_size_goes_on_with_the_schedule(tmp_path):
+    # 1 epoch of 8 steps at batch 64, then epoch 2 at batch 128 (4 steps): the schedule goes on from
+    # step 1 x 4 of the new 8 (the old step count, 8, put all of epoch 2 at the end of the cosine, lr 0)
+    out = tmp_path / "run"
+    assert run_cli("repvgg-train", *RUN, "--out", str(out), "--stop-after", "1").returncode == 0
+    r = run_cli("repvgg-train", *RUN, "--batch-size", "128", "--out", str(out), "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "batch_size: 64 -> 128" in r.stdout + r.stderr
+    assert _load(out / "last.pth")["global_step"] == 8
+    lrs = [json.loads(x)["lr"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    peak = 0.1 * 128 / 256
+    assert len(lrs) == 2 and lrs[1] == pytest.approx(lr_at(7, 8, 1, peak))  # the new schedule's last step
+    assert lrs[1] > 0
+
+
+def test_resume_of_another_arch_names_the_flag_that_resumes_it(tmp_path):
+    from repvgg_deploy.errors import CheckpointError
+    from repvgg_deploy.train.distributed import DistEnv
+    from repvgg_deploy.train.loop import _check_resume
+
+    cfg = TrainConfig(arch="A0", data="fake", out=str(tmp_path))
+    for saved, flag in (("QARepVGG-A0", "QA-A0"), ("RepVGG-B1g4", "B1g4")):
+        with pytest.raises(CheckpointError, match=f"resume with --arch {flag} or"):
+            _check_resume({"arch": saved}, cfg, "RepVGG-A1", 10, 1, 32, tmp_path / "last.pth", DistEnv())
+
+
+def test_checkpoint_meta_of_a_renamed_safetensors_file(tmp_path):
+    from safetensors.torch import save_file
+
+    from repvgg_deploy.train.evaluate import _checkpoint_meta
+
+    named = tmp_path / "m.safetensors"
+    save_file({"w": torch.zeros(2)}, str(named), metadata={"img_size": "48", "dataset": '"fake"'})
+    renamed = tmp_path / "m.pth"
+    renamed.write_bytes(named.read_bytes())
+    assert _checkpoint_meta(named) == _checkpoint_meta(renamed) == {"img_size": 48, "dataset": "fake"}

@@ -132,7 +132,9 @@ def load_predictions(path: PathLike) -> Dict[str, Any]:
 def _checkpoint_meta(path: Path) -> Dict[str, Any]:
     """The plain metadata fields of a checkpoint, without reading its tensors (mmap)."""
     try:
-        if path.suffix == ".safetensors":
+        from ..checkpoint import _is_safetensors
+
+        if _is_safetensors(path):  # by its header too, as read_checkpoint does (a renamed file)
             from ..checkpoint import _safetensors_load
 
             return _safetensors_load(path)[1]

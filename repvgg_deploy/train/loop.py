@@ -108,8 +108,9 @@ def _check_resume(ckpt: Dict[str, Any], cfg: TrainConfig, arch: str, num_classes
                   path: Path, env: DistEnv) -> None:
     saved_arch = resolve_arch(str(ckpt.get("arch")))
     if saved_arch != arch:
+        flag = saved_arch.replace("QARepVGG-", "QA-").replace("RepVGG-", "")  # QARepVGG-A0 -> QA-A0
         raise CheckpointError(f"{path} is a {saved_arch} run, not {arch} (--arch); resume with --arch "
-                              f"{saved_arch.split('-', 1)[1]} or use another --out")
+                              f"{flag} or use another --out")
     for key, have in (("num_classes", num_classes), ("in_chans", in_chans), ("img_size", img_size)):
         if ckpt.get(key) is not None and int(ckpt[key]) != have:
             raise CheckpointError(f"{path} was trained with {key}={ckpt[key]}, this run has {have}")
@@ -253,9 +254,13 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start_epoch, start_step, global_step = int(ckpt["epoch"]), int(ckpt["step_in_epoch"]), int(ckpt["global_step"])
-        if start_step and int(ckpt.get("steps_per_epoch", steps_per_epoch)) != steps_per_epoch:
-            raise CheckpointError(f"{last_path} stopped mid-epoch with {ckpt['steps_per_epoch']} steps per epoch; this "
-                                  f"run has {steps_per_epoch} (same --batch-size and --subset needed to resume mid-epoch)")
+        if int(ckpt.get("steps_per_epoch", steps_per_epoch)) != steps_per_epoch:
+            if start_step:
+                raise CheckpointError(f"{last_path} stopped mid-epoch with {ckpt['steps_per_epoch']} steps per epoch; "
+                                      f"this run has {steps_per_epoch} (same --batch-size and --subset needed to "
+                                      "resume mid-epoch)")
+            # another --batch-size or --subset: the schedule goes on from this run's step of that epoch
+            global_step = start_epoch * steps_per_epoch
         best_top1, best_epoch = float(ckpt.get("best_top1", -1.0)), int(ckpt.get("best_epoch", 0))
         if start_step and ckpt.get("epoch_stats"):
             partial = dict(ckpt["epoch_stats"])  # summed over the ranks of the run that saved it
@@ -287,7 +292,7 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
               f"({env.world_size} x {local_bs}), lr {peak_lr:g} (cosine, {warmup} warm-up steps), SGD momentum "
               f"{cfg.momentum:g}, wd {cfg.weight_decay:g}, label smoothing {cfg.label_smoothing:g}, amp {cfg.amp}, "
               f"EMA {cfg.ema_decay if cfg.ema_decay else 'off'}, seed {cfg.seed}"
-              + (f", random erasing {cfg.reprob:g}" if cfg.reprob else "") + (f", {mixer}" if mixer.enabled else ""))
+              + (f", random erasing {cfg.reprob:g}" if cfg.reprob and cfg.augment else "") + (f", {mixer}" if mixer.enabled else ""))
     if start_epoch or start_step:
         _say(env, f"resuming from {last_path}: epoch {start_epoch + 1} step {start_step}/{steps_per_epoch} "
                   f"(global step {global_step}, best top-1 {max(best_top1, 0):.2f}%)")
@@ -405,8 +410,9 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
             is_best = val["top1"] > best_top1
             if is_best:
                 best_top1, best_epoch = val["top1"], epochs_done
+            last_lr = schedule.lr_at(max(global_step - 1, 0))  # of the epoch's last step (also after a resume)
             record = {
-                "epoch": epochs_done, "lr": schedule.lr, "train_loss": totals[0] / max(totals[2], 1),
+                "epoch": epochs_done, "lr": last_lr, "train_loss": totals[0] / max(totals[2], 1),
                 "train_acc": 100.0 * totals[1] / max(totals[2], 1), "val_top1": val["top1"], "val_top5": val["top5"],
                 "val_loss": val["loss"], "val_n": val["n"], "images_per_s": train_images / max(train_seconds, 1e-9),
                 "seconds": train_seconds + val["seconds"] + (val_raw["seconds"] if val_raw else 0.0),
@@ -424,7 +430,7 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
                 _append_metrics(metrics_path, record)
             save_last(epochs_done, 0, {"loss_sum": 0.0, "correct": 0.0, "count": 0.0, "seconds": 0.0})
             raw = f" (raw {val_raw['top1']:.2f}%)" if val_raw is not None else ""
-            _say(env, f"epoch {epochs_done}/{cfg.epochs}: lr {schedule.lr:.4g} train loss {record['train_loss']:.4f} "
+            _say(env, f"epoch {epochs_done}/{cfg.epochs}: lr {last_lr:.4g} train loss {record['train_loss']:.4f} "
                       f"acc {record['train_acc']:.2f}% | val top-1 {val['top1']:.2f}%{raw} top-5 {val['top5']:.2f}% | "
                       f"{record['images_per_s']:.0f} img/s, {fmt_duration(record['seconds'])}"
                       f"{' | best' if is_best else ''}")
@@ -435,7 +441,7 @@ def _train(cfg: TrainConfig, arch: str, env: DistEnv, resume_command: Optional[s
             start_step = 0
             partial = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0, "seconds": 0.0}
             epochs_this_run += 1
-            if _stop_agreed(stop, env, 0, force=True):
+            if epochs_done < cfg.epochs and _stop_agreed(stop, env, 0, force=True):  # the last epoch: done
                 return interrupted("after an epoch", epochs_done, 0)
             if cfg.stop_after and epochs_this_run >= cfg.stop_after and epochs_done < cfg.epochs:
                 cmd = resume_command or "the same command with --resume"
