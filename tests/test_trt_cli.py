@@ -596,7 +596,13 @@ def test_layer_precision_from_inspector_json():
              "Inputs": [{"Name": "x", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}],
              "Outputs": [{"Name": "y", "Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format"}],
              "TacticName": "sm90_xmma_fprop"}
-    assert layer_precision(trt10) == "int8"
+    assert layer_precision(trt10) == "fp16"  # a conv computes in its input's type (an FP16 conv, int8 written)
+    last_conv = {"Name": "conv21", "LayerType": "CaskConvolution",
+                 "Inputs": [{"Name": "x", "Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format"},
+                            {"Name": "r", "Format/Datatype": "Row major linear FP32"}],
+                 "Outputs": [{"Name": "y", "Format/Datatype": "Row major linear FP32"}]}
+    assert layer_precision(last_conv) == "int8"  # INT8 conv with a float output (before the float head)
+    assert layer_precision({**last_conv, "LayerType": "Reformat"}) == "fp32"  # other layers: what they write
     assert layer_precision({"Outputs": [{"Format/Datatype": "Row major linear FP32"}]}) == "fp32"
     assert layer_precision({"Outputs": [{"DataType": "Half"}]}) == "fp16"
     assert layer_precision({"Outputs": [{"Format/Datatype": "Float"}]}) == "fp32"

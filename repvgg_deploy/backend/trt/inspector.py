@@ -18,12 +18,20 @@ __all__ = ["inspect_engine", "layer_precision", "summarize", "format_report"]
 def layer_precision(layer: Dict[str, Any]) -> str:
     """``int8``/``fp16``/``bf16``/``fp8``/``fp32``/``int32``/``int64``/``bool``/``mixed`` of one inspector layer.
 
-    The outputs' types decide (a layer computes in the type it writes); then the inputs'; then
-    the weights'. Keys differ between versions ("Format/Datatype" in 10, also "DataType").
+    A convolution or matrix product computes in the type of its (first) input: an INT8 conv that
+    writes FP32 (the last one before a float head) is int8, an FP16 conv that writes INT8 (a
+    quantize fused after it) is fp16. Any other layer computes in the type it writes. Then the
+    other side's types, then the weights'. Keys differ between versions ("Format/Datatype" in 10,
+    also "DataType").
     """
-    for key in ("Outputs", "Inputs"):
+    kind = str(layer.get("LayerType", "")).lower()
+    on_input = any(k in kind for k in ("conv", "matrixmultiply", "gemm", "fullyconnected"))
+    for key in (("Inputs", "Outputs") if on_input else ("Outputs", "Inputs")):
         found = []
-        for tensor in layer.get(key) or []:
+        tensors = layer.get(key) or []
+        if on_input and key == "Inputs":
+            tensors = tensors[:1]  # the data input; a second one is a fused residual or bias
+        for tensor in tensors:
             if isinstance(tensor, dict):
                 text = " ".join(str(tensor.get(k, "")) for k in ("Format/Datatype", "DataType", "Format", "Datatype"))
                 p = _precision_of(text)
