@@ -197,7 +197,7 @@ def test_tiny_pipeline_end_to_end_and_reuse(tmp_path):
 
     assert _settings_changed(out / "train" / "a0", {**SHORT, "epochs": 1}, 256) == []
     changed = _settings_changed(out / "train" / "a0", FULL, None)
-    assert "epochs 1 -> 120" in changed and "subset 256 -> None" in changed and "batch_size 128 -> 256" in changed
+    assert "epochs 1 -> 50" in changed and "subset 256 -> None" in changed and "img_size None -> 64" in changed
 
 
 def test_a_run_of_the_same_recipe_is_not_a_change(tmp_path):
